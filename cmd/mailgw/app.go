@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"mailgw/config"
+	"mailgw/identify"
+)
+
+// errHelp ends a command that printed its help.
+var errHelp = errors.New("help requested")
+
+// globalFlags are the flags every command that touches Redis takes.
+type globalFlags struct {
+	config string
+}
+
+func (g *globalFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.config, "config", "", "config `file` (default $MAILGW_CONFIG, else the built-in demo)")
+}
+
+// parseFlags parses args, mapping flag errors to usage errors.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError{err}
+	}
+	return nil
+}
+
+// app is what a command runs with: the config, a logger and Redis.
+type app struct {
+	cfg      *config.Config
+	log      zerolog.Logger
+	rdb      redis.UniversalClient
+	embedded *miniredis.Miniredis
+}
+
+// loadConfig reads --config, else $MAILGW_CONFIG, else the demo config.
+func loadConfig(path string) (*config.Config, bool, error) {
+	if path == "" {
+		path = os.Getenv("MAILGW_CONFIG")
+	}
+	if path == "" {
+		cfg := config.Demo()
+		config.ApplyEnv(cfg, os.Getenv)
+		if err := cfg.Validate(); err != nil {
+			return nil, true, usageError{err}
+		}
+		return cfg, true, nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, false, usageError{err}
+	}
+	return cfg, false, nil
+}
+
+func newLogger(stderr io.Writer) zerolog.Logger {
+	return zerolog.New(stderr).With().Timestamp().Logger()
+}
+
+// openApp loads the config and connects to Redis, or starts the embedded
+// one. seed writes the config's directory entries (customers, organizations,
+// agents, space membership) first.
+func openApp(ctx context.Context, g globalFlags, stderr io.Writer, seed bool) (*app, error) {
+	cfg, demo, err := loadConfig(g.config)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: newLogger(stderr)}
+	if demo {
+		a.log.Warn().Msg("no config given: using the built-in demo config (see mailgw check)")
+	}
+	if cfg.Redis.URL == "" {
+		a.embedded, err = miniredis.Run()
+		if err != nil {
+			return nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		a.rdb = redis.NewClient(&redis.Options{Addr: a.embedded.Addr()})
+		a.log.Warn().Msg("no redis.url: using an EMBEDDED in-process Redis; NOTHING SURVIVES A RESTART")
+	} else {
+		a.rdb, err = connect(cfg.Redis.URL)
+		if err != nil {
+			return nil, usageError{err}
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.Timeout.D())
+	defer cancel()
+	if err := a.rdb.Ping(pctx).Err(); err != nil {
+		a.close()
+		return nil, fmt.Errorf("redis %s: %w", config.RedactURL(cfg.Redis.URL), err)
+	}
+	if seed {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := identify.NewDirectory(a.rdb, cfg.Redis.Prefix, cfg.Redis.Timeout.D()).Seed(sctx, cfg); err != nil {
+			a.close()
+			return nil, fmt.Errorf("seed directory: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// connect understands redis://, rediss:// and unix:// URLs for a single
+// server; Sentinel and Cluster go through UniversalClient options.
+func connect(url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis.url: %w", err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+func (a *app) close() {
+	if a.rdb != nil {
+		a.rdb.Close()
+	}
+	if a.embedded != nil {
+		a.embedded.Close()
+	}
+}
+
+func (a *app) directory() *identify.Directory {
+	return identify.NewDirectory(a.rdb, a.cfg.Redis.Prefix, a.cfg.Redis.Timeout.D())
+}

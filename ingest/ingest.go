@@ -1,0 +1,433 @@
+// Package ingest is the one place that knows the order of the stages: Handle
+// takes one message from any channel (SMTP, IMAP, replay) through parse,
+// identify and route, and returns one decision per space. Channels turn the
+// decisions into their own answers (SMTP replies, IMAP flags, replay output).
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"mailgw/config"
+	"mailgw/identify"
+	"mailgw/parse"
+	"mailgw/route"
+)
+
+// Channels a message can arrive on.
+const (
+	ChannelSMTP   = "smtp"
+	ChannelIMAP   = "imap"
+	ChannelReplay = "replay"
+)
+
+// Envelope is what the channel knows beyond the message bytes.
+type Envelope struct {
+	Channel string
+	// MailFrom is the SMTP reverse path; NullSender marks "<>", which only
+	// SMTP can tell apart from "unknown".
+	MailFrom   string
+	NullSender bool
+	// Recipients are the envelope recipients. When empty (replay without
+	// --to), the space addresses found in X-Original-To, Delivered-To, To
+	// and Cc are used.
+	Recipients []string
+	ReceivedAt time.Time
+	RemoteAddr string
+}
+
+// SpaceDecision is the decision for one space; Space is "" for a recipient
+// that routes nowhere.
+type SpaceDecision struct {
+	Space     string
+	Recipient string
+	identify.Decision
+}
+
+// Result is everything Handle decided about one message.
+type Result struct {
+	MessageID string // as written, or the synthesized stand-in
+	From      string // normalized sender, "" when unusable
+	Decisions []SpaceDecision
+}
+
+// Handler runs messages through the stages. It is safe for concurrent use.
+type Handler struct {
+	router    *route.Router
+	dir       *identify.Directory
+	store     *route.Store
+	settings  *identify.Settings
+	parseOpts parse.Options
+	hostname  string
+	log       zerolog.Logger
+	now       func() time.Time
+	dryRun    bool
+}
+
+// Options adjust a Handler.
+type Options struct {
+	// DryRun decides without writing anything: no requests, holds,
+	// accounts or log entries.
+	DryRun bool
+	Now    func() time.Time
+}
+
+// New wires a Handler from the config and a Redis client.
+func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt Options) (*Handler, error) {
+	router, err := route.NewRouter(cfg.Spaces)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	settings, err := identify.NewSettings(cfg.Access)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Handler{
+		router:   router,
+		dir:      identify.NewDirectory(rdb, cfg.Redis.Prefix, cfg.Redis.Timeout.D()),
+		store:    NewStore(cfg, rdb),
+		settings: settings,
+		parseOpts: parse.Options{
+			Limits: parse.Limits{
+				MaxMessageBytes: cfg.SMTP.MaxMessageBytes,
+				MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
+				MaxParts:        cfg.Limits.MaxParts,
+				MaxDepth:        cfg.Limits.MaxDepth,
+			},
+			OwnDomain: cfg.Hostname,
+		},
+		hostname: cfg.Hostname,
+		log:      log,
+		now:      now,
+		dryRun:   opt.DryRun,
+	}, nil
+}
+
+// NewStore returns the route store configured by cfg.
+func NewStore(cfg *config.Config, rdb redis.UniversalClient) *route.Store {
+	return route.NewStore(rdb, route.Options{
+		Prefix:       cfg.Redis.Prefix,
+		Retention:    cfg.Redis.Retention.D(),
+		HoldTTL:      cfg.Verify.TTL.D(),
+		LogMaxLen:    cfg.Redis.LogMaxLen,
+		Timeout:      cfg.Redis.Timeout.D(),
+		WaitReplicas: cfg.Redis.WaitReplicas,
+	})
+}
+
+// Router returns the recipient router, which channels use to refuse
+// unknown recipients early (SMTP RCPT).
+func (h *Handler) Router() *route.Router { return h.router }
+
+// message is one message as the stages see it.
+type message struct {
+	env     Envelope
+	raw     []byte
+	msg     *parse.Message
+	id      string // Message-ID or stand-in
+	from    string // normalized
+	problem parse.Problem
+	why     string
+}
+
+// Handle decides one message for every space it is addressed to, carries
+// the decisions out and logs each. A Redis failure is a deferred decision
+// with nothing half-written; Handle itself never fails.
+func (h *Handler) Handle(ctx context.Context, env Envelope, raw []byte) Result {
+	if env.ReceivedAt.IsZero() {
+		env.ReceivedAt = h.now()
+	}
+	opts := h.parseOpts
+	opts.EnvelopeFrom, opts.NullSender = env.MailFrom, env.NullSender
+	m := &message{env: env, raw: raw, msg: parse.Parse(raw, opts)}
+	m.problem, m.why = m.msg.Problem, m.msg.ProblemWhy
+	m.id = m.msg.MessageID
+	if m.id == "" {
+		m.id = "synthetic-" + m.msg.ContentHash[:32] + "@" + h.hostname
+	}
+	if m.problem == parse.ProblemNone && len(m.msg.From) == 1 {
+		from, err := identify.Normalize(m.msg.From[0].Address)
+		if err != nil {
+			m.problem, m.why = parse.ProblemMalformed, "From address unusable: "+err.Error()
+		} else {
+			m.from = from
+		}
+	}
+
+	res := Result{MessageID: m.id, From: m.from}
+	spaces, unrouted := h.spacesFor(m)
+	for _, rcpt := range unrouted {
+		res.Decisions = append(res.Decisions, h.finish(ctx, m, SpaceDecision{
+			Recipient: rcpt,
+			Decision:  identify.Decision{Outcome: identify.Rejected, Reason: identify.ReasonNoRoute, Detail: "recipient is no space's address"},
+		}))
+	}
+	for _, sr := range spaces {
+		d := h.decide(ctx, m, sr.space)
+		res.Decisions = append(res.Decisions, h.finish(ctx, m, SpaceDecision{Space: sr.space.Key, Recipient: sr.rcpt, Decision: d}))
+	}
+	return res
+}
+
+type spaceRcpt struct {
+	space config.Space
+	rcpt  string
+}
+
+// spacesFor returns the spaces a message goes to, each once, in recipient
+// order, and the envelope recipients that route nowhere. Without envelope
+// recipients, header addresses of no space are simply not ours; if none is,
+// that is one unrouted recipient "".
+func (h *Handler) spacesFor(m *message) ([]spaceRcpt, []string) {
+	rcpts := m.env.Recipients
+	fromHeaders := len(rcpts) == 0
+	if fromHeaders {
+		rcpts = HeaderRecipients(m.msg)
+	}
+	var out []spaceRcpt
+	var unrouted []string
+	seen := map[string]bool{}
+	for _, r := range rcpts {
+		sp, ok := h.router.Route(r)
+		if !ok {
+			if !fromHeaders {
+				unrouted = append(unrouted, r)
+			}
+			continue
+		}
+		if !seen[sp.Key] {
+			seen[sp.Key] = true
+			out = append(out, spaceRcpt{sp, r})
+		}
+	}
+	if fromHeaders && len(out) == 0 {
+		unrouted = append(unrouted, "")
+	}
+	return out, unrouted
+}
+
+// HeaderRecipients lists the addresses a replayed message was delivered
+// to, most specific first: X-Original-To, Delivered-To, To, Cc.
+func HeaderRecipients(msg *parse.Message) []string {
+	var out []string
+	out = append(out, msg.XOriginalTo...)
+	out = append(out, msg.DeliveredTo...)
+	for _, a := range msg.To {
+		out = append(out, a.Address)
+	}
+	for _, a := range msg.Cc {
+		out = append(out, a.Address)
+	}
+	return out
+}
+
+func deferred(err error) identify.Decision {
+	return identify.Decision{Outcome: identify.Deferred, Reason: identify.ReasonBackendUnavailable, Detail: err.Error()}
+}
+
+// decide runs the policy for one space and carries out its decision.
+func (h *Handler) decide(ctx context.Context, m *message, space config.Space) identify.Decision {
+	facts := identify.Facts{
+		Problem: m.problem, ProblemWhy: m.why,
+		Machine: m.msg.Machine, MachineWhy: m.msg.MachineWhy,
+	}
+	if d, done := identify.Screen(facts, m.from, h.settings); done {
+		return d
+	}
+	seen, err := h.store.Lookup(ctx, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
+	if err != nil {
+		return deferred(err)
+	}
+	sender, err := h.dir.Lookup(ctx, m.from, space.Key)
+	if err != nil {
+		return deferred(err)
+	}
+	facts.Duplicate, facts.DuplicateOf = seen.Duplicate, seen.DuplicateOf
+	facts.ThreadRequest, facts.ThreadParticipant = seen.ThreadRequest, seen.Participant
+	d := identify.Decide(facts, sender, identify.Space{Key: space.Key, Restricted: space.ChannelAccess == config.ChannelRestricted}, h.settings)
+	if h.dryRun {
+		return d
+	}
+	switch d.Outcome {
+	case identify.Queued:
+		return h.queue(ctx, m, space, d)
+	case identify.Held:
+		return h.hold(ctx, m, space, d)
+	}
+	return d
+}
+
+// threadParents lists the ids a reply may name, most telling first: the
+// direct parent, then References from the newest.
+func threadParents(msg *parse.Message) []string {
+	out := append([]string(nil), msg.InReplyTo...)
+	for i := len(msg.References) - 1; i >= 0; i-- {
+		out = append(out, msg.References[i])
+	}
+	return out
+}
+
+func (h *Handler) provision(ctx context.Context, m *message, d identify.Decision, status string) error {
+	if !d.NewCustomer {
+		return nil
+	}
+	name := ""
+	if len(m.msg.From) == 1 {
+		name = m.msg.From[0].Name
+	}
+	_, err := h.dir.Provision(ctx, identify.Customer{
+		Email: m.from, Name: name, Type: d.AccountType, Status: status, Source: m.env.Channel,
+	})
+	return err
+}
+
+func (h *Handler) queue(ctx context.Context, m *message, space config.Space, d identify.Decision) identify.Decision {
+	if err := h.provision(ctx, m, d, identify.StatusActive); err != nil {
+		return deferred(err)
+	}
+	req := h.request(m, space, d)
+	w, err := h.store.Write(ctx, req)
+	if err != nil {
+		return deferred(err)
+	}
+	if w.Duplicate {
+		// Another copy won the race since Lookup: the script's answer is the truth.
+		return identify.Decision{Outcome: identify.Ignored, Reason: identify.ReasonDuplicate, Request: w.ID, Detail: "Message-ID already routed to this space"}
+	}
+	d.Request = w.ID
+	return d
+}
+
+func (h *Handler) hold(ctx context.Context, m *message, space config.Space, d identify.Decision) identify.Decision {
+	if err := h.provision(ctx, m, d, identify.StatusPending); err != nil {
+		return deferred(err)
+	}
+	req := h.request(m, space, d)
+	dup, err := h.store.Hold(ctx, route.Held{
+		Request: req, Sender: m.from, HeldAt: h.now().UTC(), Channel: m.env.Channel,
+		Subject: m.msg.Subject, Reason: string(d.Reason), Received: m.env.ReceivedAt.UTC().Format(time.RFC3339),
+	})
+	if err != nil {
+		return deferred(err)
+	}
+	if dup {
+		return identify.Decision{Outcome: identify.Ignored, Reason: identify.ReasonDuplicate, Detail: "message already held for this space"}
+	}
+	return d
+}
+
+// request builds the stream entry of DESIGN §4 for a queued or held message.
+func (h *Handler) request(m *message, space config.Space, d identify.Decision) route.Request {
+	msg := m.msg
+	kind, parent := "request", ""
+	if d.Reason == identify.ReasonComment {
+		kind, parent = "comment", d.Request
+	}
+	var participants []string
+	for _, list := range [][]parse.Address{msg.To, msg.Cc} {
+		for _, a := range list {
+			na, err := identify.Normalize(a.Address)
+			if err == nil && na != m.from && !h.router.IsSupportAddress(na) {
+				participants = append(participants, na)
+			}
+		}
+	}
+	fromName := ""
+	if len(msg.From) == 1 {
+		fromName = msg.From[0].Name
+	}
+	return route.Request{
+		Space: space.Key, Kind: kind, Parent: parent, MessageID: m.id,
+		Requester: m.from, Participants: participants, Raw: m.raw,
+		Fields: []route.Field{
+			{"from", m.from},
+			{"from_name", fromName},
+			{"account_type", d.AccountType},
+			{"new_customer", strconv.FormatBool(d.NewCustomer)},
+			{"subject", msg.Subject},
+			{"text", msg.Text},
+			{"html", msg.HTML},
+			{"message_id", m.id},
+			{"in_reply_to", strings.Join(msg.InReplyTo, " ")},
+			{"references", strings.Join(msg.References, " ")},
+			{"cc", addressList(msg.Cc)},
+			{"reply_to", addressList(msg.ReplyTo)},
+			{"envelope_from", m.env.MailFrom},
+			{"attachments", attachmentsJSON(msg.Attachments)},
+			{"received_at", m.env.ReceivedAt.UTC().Format(time.RFC3339)},
+			{"channel", m.env.Channel},
+			{"auth", "none"},
+		},
+	}
+}
+
+func addressList(list []parse.Address) string {
+	parts := make([]string, 0, len(list))
+	for _, a := range list {
+		if na, err := identify.Normalize(a.Address); err == nil {
+			parts = append(parts, na)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+type attachmentJSON struct {
+	Name        string `json:"name"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+}
+
+func attachmentsJSON(list []parse.Attachment) string {
+	out := make([]attachmentJSON, len(list))
+	for i, a := range list {
+		out[i] = attachmentJSON{a.Name, a.ContentType, a.Size, a.SHA256}
+	}
+	b, _ := json.Marshal(out) // cannot fail: plain strings and numbers
+	return string(b)
+}
+
+// finish logs a decision: one structured line, and an entry in the
+// decision log stream unless this is a dry run.
+func (h *Handler) finish(ctx context.Context, m *message, sd SpaceDecision) SpaceDecision {
+	ev := h.log.Info()
+	if sd.Outcome == identify.Deferred {
+		ev = h.log.Warn()
+	}
+	ev.Str("channel", m.env.Channel).
+		Str("message_id", m.id).
+		Str("from", m.from).
+		Str("space", sd.Space).
+		Str("rcpt", sd.Recipient).
+		Str("outcome", string(sd.Outcome)).
+		Str("reason", string(sd.Reason)).
+		Str("request", sd.Request).
+		Str("detail", sd.Detail).
+		Int("size", len(m.raw)).
+		Bool("dry_run", h.dryRun).
+		Msg("decision")
+	if h.dryRun {
+		return sd
+	}
+	err := h.store.Log(ctx, route.Entry{
+		Time: h.now(), Channel: m.env.Channel, MessageID: m.id, From: m.from, Space: sd.Space,
+		Outcome: string(sd.Outcome), Reason: string(sd.Reason), Request: sd.Request, Detail: sd.Detail,
+	})
+	if err != nil {
+		// The decision stands: failing it now would make the sender retry
+		// a message that was already queued.
+		h.log.Error().Err(err).Str("message_id", m.id).Msg("decision log write failed")
+	}
+	return sd
+}

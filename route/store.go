@@ -1,0 +1,484 @@
+package route
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// heldMarker is the value of a Message-ID key while the message waits for
+// its sender's verification: it dedupes redeliveries but names no request.
+const heldMarker = "held"
+
+// Field is one field of a stream entry; order is kept so entries read well.
+type Field struct{ Name, Value string }
+
+// Request is one message to be written to one space.
+type Request struct {
+	Space     string // space key
+	Kind      string // "request" or "comment"
+	Parent    string // for a comment: the request it belongs to
+	MessageID string // the dedupe id (a synthesized one when the message had none)
+	// Requester and Participants are normalized addresses that may reply to
+	// the request as comments.
+	Requester    string
+	Participants []string
+	Fields       []Field // the stream fields other than id, kind, request, space and raw_key
+	Raw          []byte
+	// Release is set when a held request is queued after verification:
+	// its Message-ID key then says "held" and must not count as a duplicate.
+	Release bool
+}
+
+// Written is the result of a write.
+type Written struct {
+	ID        string // request id (for a comment, the request it joined)
+	Duplicate bool   // the Message-ID was already routed here; ID is where
+	EntryID   string // stream entry id of a new entry
+}
+
+// Options configure a Store.
+type Options struct {
+	Prefix       string
+	Retention    time.Duration // TTL of raw messages, Message-ID keys, request metadata
+	HoldTTL      time.Duration // TTL of hold lists
+	LogMaxLen    int64
+	Timeout      time.Duration // per Redis call
+	WaitReplicas int
+}
+
+// Store writes to Redis.
+type Store struct {
+	rdb redis.UniversalClient
+	opt Options
+}
+
+// NewStore returns a store; zero options get defaults.
+func NewStore(rdb redis.UniversalClient, opt Options) *Store {
+	if opt.Prefix == "" {
+		opt.Prefix = "mailgw:"
+	}
+	if opt.Retention <= 0 {
+		opt.Retention = 30 * 24 * time.Hour
+	}
+	if opt.HoldTTL <= 0 {
+		opt.HoldTTL = 48 * time.Hour
+	}
+	if opt.LogMaxLen <= 0 {
+		opt.LogMaxLen = 100000
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 5 * time.Second
+	}
+	return &Store{rdb: rdb, opt: opt}
+}
+
+// spacePrefix carries the hash tag that puts all of a space's keys in one
+// Redis Cluster slot, so one script may touch them together.
+func (s *Store) spacePrefix(space string) string { return s.opt.Prefix + "{" + space + "}:" }
+
+// StreamKey is the key of a space's request stream.
+func (s *Store) StreamKey(space string) string { return s.spacePrefix(space) + "requests" }
+
+// LogKey is the key of the decision log stream.
+func (s *Store) LogKey() string { return s.opt.Prefix + "log" }
+
+func (s *Store) msgKey(space, messageID string) string {
+	return s.spacePrefix(space) + "msg:" + hashID(messageID)
+}
+
+func (s *Store) holdKey(addr string) string { return s.opt.Prefix + "hold:" + addr }
+
+func hashID(messageID string) string {
+	sum := sha256.Sum256([]byte(messageID))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Store) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, s.opt.Timeout)
+}
+
+// writeScript is the whole write of a request or comment: dedupe, id,
+// raw message, participants and stream entry happen together or not at all.
+// KEYS: msg key, seq key, stream key. The raw and request keys are derived
+// from the id inside the script; they share the space's hash tag.
+var writeScript = redis.NewScript(`
+local existing = redis.call('GET', KEYS[1])
+if existing and not (existing == 'held' and ARGV[6] == '1') then
+  return {0, existing, ''}
+end
+local p, ttl = ARGV[1], tonumber(ARGV[5])
+local id, rawkey
+if ARGV[3] == 'comment' then
+  id = ARGV[4]
+  local n = redis.call('HINCRBY', p .. 'req:' .. id, 'comments', 1)
+  rawkey = p .. 'raw:' .. id .. ':' .. n
+else
+  id = ARGV[2] .. '-' .. redis.call('INCR', KEYS[2])
+  rawkey = p .. 'raw:' .. id
+  redis.call('HSET', p .. 'req:' .. id, 'requester', ARGV[8], 'comments', 0)
+end
+redis.call('EXPIRE', p .. 'req:' .. id, ttl)
+redis.call('SET', KEYS[1], id, 'EX', ttl)
+redis.call('SET', rawkey, ARGV[7], 'EX', ttl)
+local np = tonumber(ARGV[9])
+if np > 0 then
+  local pk = p .. 'req:' .. id .. ':participants'
+  redis.call('SADD', pk, unpack(ARGV, 10, 9 + np))
+  redis.call('EXPIRE', pk, ttl)
+end
+local fields = {'id', id, 'kind', ARGV[3], 'request', id, 'space', ARGV[2], 'raw_key', rawkey}
+for i = 10 + np, #ARGV do fields[#fields + 1] = ARGV[i] end
+local eid = redis.call('XADD', KEYS[3], '*', unpack(fields))
+return {1, id, eid}
+`)
+
+// Write queues a request or comment. It returns only after Redis ran the
+// whole script (and, with WaitReplicas, after the replicas confirmed it).
+func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	release := "0"
+	if r.Release {
+		release = "1"
+	}
+	participants := append([]string{r.Requester}, r.Participants...)
+	args := make([]any, 0, 9+len(participants)+2*len(r.Fields))
+	args = append(args, s.spacePrefix(r.Space), r.Space, r.Kind, r.Parent,
+		int64(s.opt.Retention/time.Second), release, r.Raw, r.Requester, len(participants))
+	for _, p := range participants {
+		args = append(args, p)
+	}
+	for _, f := range r.Fields {
+		args = append(args, f.Name, f.Value)
+	}
+	keys := []string{s.msgKey(r.Space, r.MessageID), s.spacePrefix(r.Space) + "seq", s.StreamKey(r.Space)}
+	res, err := writeScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
+	}
+	if len(res) != 3 {
+		return Written{}, fmt.Errorf("route: write to %s: unexpected script result %q", r.Space, res)
+	}
+	w := Written{Duplicate: res[0] == "0", ID: res[1], EntryID: res[2]}
+	if w.Duplicate && w.ID == heldMarker {
+		w.ID = ""
+	}
+	if !w.Duplicate && s.opt.WaitReplicas > 0 {
+		n, err := s.rdb.Wait(ctx, s.opt.WaitReplicas, s.opt.Timeout).Result()
+		if err != nil {
+			return Written{}, fmt.Errorf("route: wait for replicas: %w", err)
+		}
+		if n < int64(s.opt.WaitReplicas) {
+			return Written{}, fmt.Errorf("route: %d of %d replicas confirmed the write", n, s.opt.WaitReplicas)
+		}
+	}
+	return w, nil
+}
+
+// Seen is what Redis knows of a message in a space before deciding it.
+type Seen struct {
+	Duplicate   bool
+	DuplicateOf string // "" when the earlier copy is held
+	// ThreadRequest is the request the message replies to, if any;
+	// Participant says sender is one of its participants.
+	ThreadRequest string
+	Participant   bool
+}
+
+// maxThreadIDs bounds how many References are looked up: the newest ones
+// are the ones that can name a request.
+const maxThreadIDs = 50
+
+// Lookup answers the duplicate and thread questions for one space in at most
+// two round trips. parents are In-Reply-To then References, most relevant first.
+func (s *Store) Lookup(ctx context.Context, space, messageID string, parents []string, subject, sender string) (Seen, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var seen Seen
+	if len(parents) > maxThreadIDs {
+		parents = parents[:maxThreadIDs]
+	}
+	keys := make([]string, 0, 1+len(parents))
+	keys = append(keys, s.msgKey(space, messageID))
+	for _, p := range parents {
+		keys = append(keys, s.msgKey(space, p))
+	}
+	tag := SubjectTag(subject, space)
+	pipe := s.rdb.Pipeline()
+	vals := pipe.MGet(ctx, keys...)
+	var tagged *redis.IntCmd
+	if tag != "" {
+		tagged = pipe.Exists(ctx, s.spacePrefix(space)+"req:"+tag)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return seen, fmt.Errorf("route: look up %s in %s: %w", messageID, space, err)
+	}
+	v := vals.Val()
+	if len(v) > 0 && v[0] != nil {
+		seen.Duplicate = true
+		if id, _ := v[0].(string); id != heldMarker {
+			seen.DuplicateOf = id
+		}
+		return seen, nil
+	}
+	for _, x := range v[1:] {
+		if id, ok := x.(string); ok && id != heldMarker && id != "" {
+			seen.ThreadRequest = id
+			break
+		}
+	}
+	if seen.ThreadRequest == "" && tagged != nil && tagged.Val() == 1 {
+		seen.ThreadRequest = tag
+	}
+	if seen.ThreadRequest == "" || sender == "" {
+		return seen, nil
+	}
+	ok, err := s.rdb.SIsMember(ctx, s.spacePrefix(space)+"req:"+seen.ThreadRequest+":participants", sender).Result()
+	if err != nil {
+		return seen, fmt.Errorf("route: participants of %s: %w", seen.ThreadRequest, err)
+	}
+	seen.Participant = ok
+	return seen, nil
+}
+
+var tagPattern = regexp.MustCompile(`\[([A-Z][A-Z0-9_]{0,19})-([1-9][0-9]{0,17})\]`)
+
+// SubjectTag returns the first "[KEY-N]" request id of space in subject, or "".
+func SubjectTag(subject, space string) string {
+	for _, m := range tagPattern.FindAllStringSubmatch(subject, 8) {
+		if m[1] == space {
+			return m[1] + "-" + m[2]
+		}
+	}
+	return ""
+}
+
+// Held is a request waiting for its sender's verification.
+type Held struct {
+	Request
+	Sender   string    `json:"sender"`
+	HeldAt   time.Time `json:"held_at"`
+	Channel  string    `json:"channel"`
+	Subject  string    `json:"subject"`
+	Reason   string    `json:"reason"`
+	Received string    `json:"received_at"`
+}
+
+// Hold stores a request until its sender verifies the address. The item is
+// pushed before the Message-ID is marked, so a crash in between can only
+// leave a second copy, which the write script dedupes on release; the
+// reverse order could mark a message held that was never stored.
+func (s *Store) Hold(ctx context.Context, h Held) (duplicate bool, err error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	mk := s.msgKey(h.Space, h.MessageID)
+	n, err := s.rdb.Exists(ctx, mk).Result()
+	if err != nil {
+		return false, fmt.Errorf("route: hold for %s: %w", h.Sender, err)
+	}
+	if n > 0 {
+		return true, nil
+	}
+	item, err := json.Marshal(h)
+	if err != nil {
+		return false, fmt.Errorf("route: hold for %s: %w", h.Sender, err)
+	}
+	hk := s.holdKey(h.Sender)
+	pipe := s.rdb.TxPipeline()
+	pipe.RPush(ctx, hk, item)
+	pipe.Expire(ctx, hk, s.opt.HoldTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("route: hold for %s: %w", h.Sender, err)
+	}
+	if err := s.rdb.SetNX(ctx, mk, heldMarker, s.opt.Retention).Err(); err != nil {
+		return false, fmt.Errorf("route: hold for %s: %w", h.Sender, err)
+	}
+	return false, nil
+}
+
+// Holds returns the requests held for a sender, oldest first.
+func (s *Store) Holds(ctx context.Context, sender string) ([]Held, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	items, err := s.rdb.LRange(ctx, s.holdKey(sender), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("route: holds of %s: %w", sender, err)
+	}
+	out := make([]Held, 0, len(items))
+	for _, it := range items {
+		var h Held
+		if err := json.Unmarshal([]byte(it), &h); err != nil {
+			return nil, fmt.Errorf("route: holds of %s: %w", sender, err)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// Entry is one decision in the log.
+type Entry struct {
+	ID        string    `json:"id,omitempty"` // stream id, set when read
+	Time      time.Time `json:"time"`
+	Channel   string    `json:"channel"`
+	MessageID string    `json:"message_id"`
+	From      string    `json:"from"`
+	Space     string    `json:"space"`
+	Outcome   string    `json:"outcome"`
+	Reason    string    `json:"reason"`
+	Request   string    `json:"request,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// Log appends a decision to the capped log stream.
+func (s *Store) Log(ctx context.Context, e Entry) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	err := s.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: s.LogKey(),
+		MaxLen: s.opt.LogMaxLen,
+		Approx: true,
+		Values: []any{
+			"time", e.Time.UTC().Format(time.RFC3339Nano),
+			"channel", e.Channel,
+			"message_id", e.MessageID,
+			"from", e.From,
+			"space", e.Space,
+			"outcome", e.Outcome,
+			"reason", e.Reason,
+			"request", e.Request,
+			"detail", e.Detail,
+		},
+	}).Err()
+	if err != nil {
+		return fmt.Errorf("route: log: %w", err)
+	}
+	return nil
+}
+
+// EntryFromStream decodes a log stream message.
+func EntryFromStream(m redis.XMessage) Entry {
+	str := func(k string) string { v, _ := m.Values[k].(string); return v }
+	t, _ := time.Parse(time.RFC3339Nano, str("time"))
+	return Entry{
+		ID: m.ID, Time: t, Channel: str("channel"), MessageID: str("message_id"), From: str("from"),
+		Space: str("space"), Outcome: str("outcome"), Reason: str("reason"), Request: str("request"), Detail: str("detail"),
+	}
+}
+
+// ReadLog returns up to count log entries after the stream id after ("0" for
+// the start), waiting up to block for new ones when block > 0. Unlike
+// XREAD's BLOCK 0, it never waits forever.
+func (s *Store) ReadLog(ctx context.Context, after string, count int64, block time.Duration) ([]Entry, error) {
+	msgs, err := s.read(ctx, s.LogKey(), after, count, block)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, len(msgs))
+	for i, m := range msgs {
+		out[i] = EntryFromStream(m)
+	}
+	return out, nil
+}
+
+// ReadStream reads a space's request stream like ReadLog.
+func (s *Store) ReadStream(ctx context.Context, space, after string, count int64, block time.Duration) ([]redis.XMessage, error) {
+	return s.read(ctx, s.StreamKey(space), after, count, block)
+}
+
+func (s *Store) read(ctx context.Context, key, after string, count int64, block time.Duration) ([]redis.XMessage, error) {
+	if block <= 0 {
+		ctx, cancel := s.ctx(ctx)
+		defer cancel()
+		start := "(" + after
+		if after == "0" || after == "" {
+			start = "-"
+		}
+		msgs, err := s.rdb.XRangeN(ctx, key, start, "+", count).Result()
+		if err != nil {
+			return nil, fmt.Errorf("route: read %s: %w", key, err)
+		}
+		return msgs, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, block+s.opt.Timeout)
+	defer cancel()
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{key, after}, Count: count, Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("route: read %s: %w", key, err)
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return res[0].Messages, nil
+}
+
+// KeyPrefix returns the configured key prefix.
+func (s *Store) KeyPrefix() string { return s.opt.Prefix }
+
+// LastLog returns up to n of the newest log entries that match, oldest
+// first, and the id of the newest entry of the log ("0-0" when empty) to
+// follow from.
+func (s *Store) LastLog(ctx context.Context, n int64, match func(Entry) bool) ([]Entry, string, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	const batch = 500
+	var found []Entry
+	newest, end := "0-0", "+"
+	for scanned := int64(0); int64(len(found)) < n && scanned < s.opt.LogMaxLen+batch; scanned += batch {
+		msgs, err := s.rdb.XRevRangeN(ctx, s.LogKey(), end, "-", batch).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("route: read log: %w", err)
+		}
+		if len(msgs) == 0 {
+			break
+		}
+		if newest == "0-0" {
+			newest = msgs[0].ID
+		}
+		for _, m := range msgs {
+			if e := EntryFromStream(m); match(e) && int64(len(found)) < n {
+				found = append(found, e)
+			}
+		}
+		end = "(" + msgs[len(msgs)-1].ID
+		if len(msgs) < batch {
+			break
+		}
+	}
+	for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
+		found[i], found[j] = found[j], found[i]
+	}
+	return found, newest, nil
+}
+
+// LastStream returns the n newest entries of a space's stream, oldest
+// first, and the id to follow from ("0-0" when the stream is empty).
+func (s *Store) LastStream(ctx context.Context, space string, n int64) ([]redis.XMessage, string, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	msgs, err := s.rdb.XRevRangeN(ctx, s.StreamKey(space), "+", "-", max(n, 1)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("route: read %s: %w", s.StreamKey(space), err)
+	}
+	if len(msgs) == 0 {
+		return nil, "0-0", nil
+	}
+	newest := msgs[0].ID
+	if n <= 0 {
+		return nil, newest, nil
+	}
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	return msgs, newest, nil
+}
