@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"mailgw/config"
+	"mailgw/identify/mailaddr"
 )
 
 // Account types and statuses as stored in customer hashes and stream entries.
@@ -65,6 +66,7 @@ func (d *Directory) spaceCustomersKey(space string) string {
 	return d.prefix + "space:" + space + ":customers"
 }
 func (d *Directory) spaceOrgsKey(space string) string { return d.prefix + "space:" + space + ":orgs" }
+func (d *Directory) spacesKey() string                { return d.prefix + "spaces" }
 
 func (d *Directory) ctx(parent context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, d.timeout)
@@ -95,7 +97,7 @@ func (d *Directory) Lookup(ctx context.Context, addr, space string) (Sender, err
 		return s, nil
 	}
 	sort.Strings(linked)
-	domain := Domain(addr)
+	domain := mailaddr.Domain(addr)
 	pipe = d.rdb.Pipeline()
 	members := make([]*redis.BoolCmd, len(linked))
 	domains := make([]*redis.BoolCmd, len(linked))
@@ -126,11 +128,11 @@ func customerFromHash(m map[string]string) Customer {
 
 // createCustomer creates the account only if it does not exist, so that a
 // restart re-seeding config or a provisioning race never overwrites a status
-// an operator set (a disabled account stays disabled).
+// an operator set (a disabled account stays disabled). It touches one key:
+// directory keys live in different Redis Cluster slots.
 var createCustomer = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'email', ARGV[1], 'name', ARGV[2], 'type', ARGV[3], 'status', ARGV[4], 'source', ARGV[5], 'created_at', ARGV[6])
-redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 `)
 
@@ -142,9 +144,14 @@ func (d *Directory) CreateCustomer(ctx context.Context, c Customer) (bool, error
 	if c.CreatedAt == "" {
 		c.CreatedAt = d.now().UTC().Format(time.RFC3339)
 	}
-	n, err := createCustomer.Run(ctx, d.rdb, []string{d.customerKey(c.Email), d.customersKey()},
+	n, err := createCustomer.Run(ctx, d.rdb, []string{d.customerKey(c.Email)},
 		c.Email, c.Name, c.Type, c.Status, c.Source, c.CreatedAt).Int()
 	if err != nil {
+		return false, fmt.Errorf("identify: create customer %s: %w", c.Email, err)
+	}
+	// Indexed whether or not it was created, so that a crash between the
+	// two writes is repaired by the next attempt.
+	if err := d.rdb.SAdd(ctx, d.customersKey(), c.Email).Err(); err != nil {
 		return false, fmt.Errorf("identify: create customer %s: %w", c.Email, err)
 	}
 	return n == 1, nil
@@ -157,7 +164,7 @@ func (d *Directory) Provision(ctx context.Context, c Customer) (bool, error) {
 	if err != nil || !created {
 		return created, err
 	}
-	orgs, err := d.OrgsForDomain(ctx, Domain(c.Email))
+	orgs, err := d.OrgsForDomain(ctx, mailaddr.Domain(c.Email))
 	if err != nil {
 		return true, err
 	}
@@ -228,7 +235,9 @@ func (d *Directory) SetStatus(ctx context.Context, addr, status string) error {
 	return nil
 }
 
-// RemoveCustomer deletes an account and its memberships.
+// RemoveCustomer deletes an account and its memberships. The keys lie in
+// different Cluster slots, so this is not atomic: memberships go first, and
+// a failed removal can simply be run again.
 func (d *Directory) RemoveCustomer(ctx context.Context, addr string) error {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
@@ -236,12 +245,19 @@ func (d *Directory) RemoveCustomer(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("identify: remove %s: %w", addr, err)
 	}
-	pipe := d.rdb.TxPipeline()
-	del := pipe.Del(ctx, d.customerKey(addr))
-	pipe.SRem(ctx, d.customersKey(), addr)
+	spaces, err := d.rdb.SMembers(ctx, d.spacesKey()).Result()
+	if err != nil {
+		return fmt.Errorf("identify: remove %s: %w", addr, err)
+	}
+	pipe := d.rdb.Pipeline()
 	for _, o := range orgs {
 		pipe.SRem(ctx, d.orgMembersKey(o), addr)
 	}
+	for _, s := range spaces {
+		pipe.SRem(ctx, d.spaceCustomersKey(s), addr)
+	}
+	pipe.SRem(ctx, d.customersKey(), addr)
+	del := pipe.Del(ctx, d.customerKey(addr))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("identify: remove %s: %w", addr, err)
 	}
@@ -263,7 +279,7 @@ type Organization struct {
 func (d *Directory) AddOrg(ctx context.Context, name string) error {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	pipe := d.rdb.TxPipeline()
+	pipe := d.rdb.Pipeline()
 	pipe.HSetNX(ctx, d.orgKey(name), "name", name)
 	pipe.HSetNX(ctx, d.orgKey(name), "created_at", d.now().UTC().Format(time.RFC3339))
 	pipe.SAdd(ctx, d.orgsKey(), name)
@@ -315,7 +331,10 @@ func (d *Directory) LinkOrg(ctx context.Context, space, org string) error {
 func (d *Directory) AddSpaceCustomer(ctx context.Context, space, addr string) error {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	if err := d.rdb.SAdd(ctx, d.spaceCustomersKey(space), addr).Err(); err != nil {
+	pipe := d.rdb.Pipeline()
+	pipe.SAdd(ctx, d.spaceCustomersKey(space), addr)
+	pipe.SAdd(ctx, d.spacesKey(), space)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("identify: add %s to space %s: %w", addr, space, err)
 	}
 	return nil
@@ -401,7 +420,7 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 			return err
 		}
 		for _, dom := range o.Domains {
-			nd, err := NormalizeDomain(dom)
+			nd, err := mailaddr.NormalizeDomain(dom)
 			if err != nil {
 				return fmt.Errorf("identify: seed organization %s: %w", o.Name, err)
 			}
@@ -410,7 +429,7 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 			}
 		}
 		for _, m := range o.Members {
-			na, err := Normalize(m)
+			na, err := mailaddr.Normalize(m)
 			if err != nil {
 				return fmt.Errorf("identify: seed organization %s: %w", o.Name, err)
 			}
@@ -420,7 +439,7 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	for _, c := range cfg.Customers {
-		na, err := Normalize(c.Email)
+		na, err := mailaddr.Normalize(c.Email)
 		if err != nil {
 			return fmt.Errorf("identify: seed customer: %w", err)
 		}
@@ -430,7 +449,7 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 	}
 	for _, s := range cfg.Spaces {
 		for _, c := range s.Customers {
-			na, err := Normalize(c)
+			na, err := mailaddr.Normalize(c)
 			if err != nil {
 				return fmt.Errorf("identify: seed space %s: %w", s.Key, err)
 			}
@@ -445,7 +464,7 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	for _, a := range cfg.Agents {
-		na, err := Normalize(a)
+		na, err := mailaddr.Normalize(a)
 		if err != nil {
 			return fmt.Errorf("identify: seed agent: %w", err)
 		}

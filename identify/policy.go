@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"mailgw/config"
+	"mailgw/identify/mailaddr"
 	"mailgw/parse"
 )
 
@@ -39,7 +40,7 @@ func NewSettings(a config.Access) (*Settings, error) {
 		list []string
 	}{{s.internal, a.InternalDomains}, {s.external, a.ExternalDomains}, {s.automated, a.AutomatedAllowed}} {
 		for _, d := range set.list {
-			nd, err := NormalizeDomain(d)
+			nd, err := mailaddr.NormalizeDomain(d)
 			if err != nil {
 				return nil, err
 			}
@@ -49,19 +50,19 @@ func NewSettings(a config.Access) (*Settings, error) {
 	for _, b := range a.Blocked {
 		switch {
 		case strings.HasPrefix(b, "*."):
-			nd, err := NormalizeDomain(b[2:])
+			nd, err := mailaddr.NormalizeDomain(b[2:])
 			if err != nil {
 				return nil, err
 			}
 			s.blockedTrees = append(s.blockedTrees, nd)
 		case strings.Contains(b, "@"):
-			na, err := Normalize(b)
+			na, err := mailaddr.Normalize(b)
 			if err != nil {
 				return nil, err
 			}
 			s.blockedAddrs[na] = true
 		default:
-			nd, err := NormalizeDomain(b)
+			nd, err := mailaddr.NormalizeDomain(b)
 			if err != nil {
 				return nil, err
 			}
@@ -76,7 +77,7 @@ func (s *Settings) Blocked(addr string) bool {
 	if s.blockedAddrs[addr] {
 		return true
 	}
-	d := Domain(addr)
+	d := mailaddr.Domain(addr)
 	if s.blockedDomains[d] {
 		return true
 	}
@@ -165,7 +166,7 @@ func Screen(f Facts, sender string, set *Settings) (Decision, bool) {
 	// loops. Monitoring systems on automated_allowed domains may still open
 	// requests, but their bounces and our own mail coming back never do.
 	if f.Machine != parse.MachineNone {
-		exempt := set.automated[Domain(sender)] && (f.Machine == parse.MachineAutoReply || f.Machine == parse.MachineBulk)
+		exempt := set.automated[mailaddr.Domain(sender)] && (f.Machine == parse.MachineAutoReply || f.Machine == parse.MachineBulk)
 		if !exempt {
 			return Decision{Outcome: Ignored, Reason: Reason(f.Machine), Detail: f.MachineWhy}, true
 		}
@@ -223,7 +224,7 @@ func Decide(f Facts, s Sender, sp Space, set *Settings) Decision {
 	}
 
 	// Rows 13-17: an unknown sender.
-	domain := Domain(s.Address)
+	domain := mailaddr.Domain(s.Address)
 	if sp.Restricted && !s.SpaceCustomer && !s.LinkedOrgDomain {
 		return rejected(ReasonNotSpaceCustomer, fmt.Sprintf("space %s is restricted and %s is no linked organization's domain", sp.Key, domain))
 	}
@@ -247,7 +248,7 @@ func (s Sender) accountType(set *Settings) string {
 	case s.Customer != nil:
 		return s.Customer.Type
 	}
-	return set.AccountType(Domain(s.Address))
+	return set.AccountType(mailaddr.Domain(s.Address))
 }
 
 func rejected(r Reason, detail string) Decision {

@@ -17,6 +17,7 @@ import (
 
 	"mailgw/config"
 	"mailgw/identify"
+	"mailgw/identify/mailaddr"
 	"mailgw/parse"
 	"mailgw/route"
 )
@@ -157,7 +158,7 @@ func (h *Handler) Handle(ctx context.Context, env Envelope, raw []byte) Result {
 		m.id = "synthetic-" + m.msg.ContentHash[:32] + "@" + h.hostname
 	}
 	if m.problem == parse.ProblemNone && len(m.msg.From) == 1 {
-		from, err := identify.Normalize(m.msg.From[0].Address)
+		from, err := mailaddr.Normalize(m.msg.From[0].Address)
 		if err != nil {
 			m.problem, m.why = parse.ProblemMalformed, "From address unusable: "+err.Error()
 		} else {
@@ -337,7 +338,7 @@ func (h *Handler) request(m *message, space config.Space, d identify.Decision) r
 	var participants []string
 	for _, list := range [][]parse.Address{msg.To, msg.Cc} {
 		for _, a := range list {
-			na, err := identify.Normalize(a.Address)
+			na, err := mailaddr.Normalize(a.Address)
 			if err == nil && na != m.from && !h.router.IsSupportAddress(na) {
 				participants = append(participants, na)
 			}
@@ -351,23 +352,23 @@ func (h *Handler) request(m *message, space config.Space, d identify.Decision) r
 		Space: space.Key, Kind: kind, Parent: parent, MessageID: m.id,
 		Requester: m.from, Participants: participants, Raw: m.raw,
 		Fields: []route.Field{
-			{"from", m.from},
-			{"from_name", fromName},
-			{"account_type", d.AccountType},
-			{"new_customer", strconv.FormatBool(d.NewCustomer)},
-			{"subject", msg.Subject},
-			{"text", msg.Text},
-			{"html", msg.HTML},
-			{"message_id", m.id},
-			{"in_reply_to", strings.Join(msg.InReplyTo, " ")},
-			{"references", strings.Join(msg.References, " ")},
-			{"cc", addressList(msg.Cc)},
-			{"reply_to", addressList(msg.ReplyTo)},
-			{"envelope_from", m.env.MailFrom},
-			{"attachments", attachmentsJSON(msg.Attachments)},
-			{"received_at", m.env.ReceivedAt.UTC().Format(time.RFC3339)},
-			{"channel", m.env.Channel},
-			{"auth", "none"},
+			{Name: "from", Value: m.from},
+			{Name: "from_name", Value: fromName},
+			{Name: "account_type", Value: d.AccountType},
+			{Name: "new_customer", Value: strconv.FormatBool(d.NewCustomer)},
+			{Name: "subject", Value: msg.Subject},
+			{Name: "text", Value: msg.Text},
+			{Name: "html", Value: msg.HTML},
+			{Name: "message_id", Value: m.id},
+			{Name: "in_reply_to", Value: strings.Join(msg.InReplyTo, " ")},
+			{Name: "references", Value: strings.Join(msg.References, " ")},
+			{Name: "cc", Value: addressList(msg.Cc)},
+			{Name: "reply_to", Value: addressList(msg.ReplyTo)},
+			{Name: "envelope_from", Value: m.env.MailFrom},
+			{Name: "attachments", Value: attachmentsJSON(msg.Attachments)},
+			{Name: "received_at", Value: m.env.ReceivedAt.UTC().Format(time.RFC3339)},
+			{Name: "channel", Value: m.env.Channel},
+			{Name: "auth", Value: "none"},
 		},
 	}
 }
@@ -375,7 +376,7 @@ func (h *Handler) request(m *message, space config.Space, d identify.Decision) r
 func addressList(list []parse.Address) string {
 	parts := make([]string, 0, len(list))
 	for _, a := range list {
-		if na, err := identify.Normalize(a.Address); err == nil {
+		if na, err := mailaddr.Normalize(a.Address); err == nil {
 			parts = append(parts, na)
 		}
 	}

@@ -31,7 +31,7 @@ customers:
 agents: [agent@example.com]
 `
 
-func newHandler(t *testing.T, rdb redis.UniversalClient, opt ingest.Options) (*ingest.Handler, *config.Config) {
+func newHandler(t testing.TB, rdb redis.UniversalClient, opt ingest.Options) (*ingest.Handler, *config.Config) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {

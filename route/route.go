@@ -8,7 +8,7 @@ import (
 	"fmt"
 
 	"mailgw/config"
-	"mailgw/identify"
+	"mailgw/identify/mailaddr"
 )
 
 // Router finds the space of a recipient address.
@@ -21,11 +21,11 @@ func NewRouter(spaces []config.Space) (*Router, error) {
 	r := &Router{byAddr: map[string]config.Space{}}
 	for _, s := range spaces {
 		for _, a := range s.Addresses {
-			na, err := identify.Normalize(a)
+			na, err := mailaddr.Normalize(a)
 			if err != nil {
 				return nil, fmt.Errorf("route: space %s: %w", s.Key, err)
 			}
-			r.byAddr[identify.WithoutTag(na)] = s
+			r.byAddr[mailaddr.WithoutTag(na)] = s
 		}
 	}
 	return r, nil
@@ -34,17 +34,17 @@ func NewRouter(spaces []config.Space) (*Router, error) {
 // Route returns the space a recipient belongs to; "local+tag@domain" routes
 // like "local@domain".
 func (r *Router) Route(rcpt string) (config.Space, bool) {
-	na, err := identify.Normalize(rcpt)
+	na, err := mailaddr.Normalize(rcpt)
 	if err != nil {
 		return config.Space{}, false
 	}
-	s, ok := r.byAddr[identify.WithoutTag(na)]
+	s, ok := r.byAddr[mailaddr.WithoutTag(na)]
 	return s, ok
 }
 
 // IsSupportAddress reports whether a normalized address is one of the
 // gateway's own support addresses, tags ignored.
 func (r *Router) IsSupportAddress(addr string) bool {
-	_, ok := r.byAddr[identify.WithoutTag(addr)]
+	_, ok := r.byAddr[mailaddr.WithoutTag(addr)]
 	return ok
 }

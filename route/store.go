@@ -160,27 +160,51 @@ func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 		args = append(args, f.Name, f.Value)
 	}
 	keys := []string{s.msgKey(r.Space, r.MessageID), s.spacePrefix(r.Space) + "seq", s.StreamKey(r.Space)}
-	res, err := writeScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	res, err := s.runWrite(ctx, keys, args)
 	if err != nil {
 		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
 	}
 	if len(res) != 3 {
-		return Written{}, fmt.Errorf("route: write to %s: unexpected script result %q", r.Space, res)
+		return Written{}, fmt.Errorf("route: write to %s: unexpected script result %v", r.Space, res)
 	}
-	w := Written{Duplicate: res[0] == "0", ID: res[1], EntryID: res[2]}
+	w := Written{Duplicate: fmt.Sprint(res[0]) == "0", ID: fmt.Sprint(res[1]), EntryID: fmt.Sprint(res[2])}
 	if w.Duplicate && w.ID == heldMarker {
 		w.ID = ""
 	}
-	if !w.Duplicate && s.opt.WaitReplicas > 0 {
-		n, err := s.rdb.Wait(ctx, s.opt.WaitReplicas, s.opt.Timeout).Result()
+	return w, nil
+}
+
+// runWrite runs the write script. With WaitReplicas it sends WAIT in the
+// same pipeline: WAIT counts the writes of its own connection, so it must
+// follow the script on the connection that ran it.
+func (s *Store) runWrite(ctx context.Context, keys []string, args []any) ([]any, error) {
+	if s.opt.WaitReplicas <= 0 {
+		return writeScript.Run(ctx, s.rdb, keys, args...).Slice()
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		script := writeScript.EvalSha(ctx, pipe, keys, args...)
+		wait := pipe.Do(ctx, "WAIT", s.opt.WaitReplicas, s.opt.Timeout.Milliseconds())
+		_, _ = pipe.Exec(ctx)
+		res, err := script.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if err := writeScript.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
-			return Written{}, fmt.Errorf("route: wait for replicas: %w", err)
+			return nil, err
+		}
+		n, err := wait.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("wait for replicas: %w", err)
 		}
 		if n < int64(s.opt.WaitReplicas) {
-			return Written{}, fmt.Errorf("route: %d of %d replicas confirmed the write", n, s.opt.WaitReplicas)
+			return nil, fmt.Errorf("%d of %d replicas confirmed the write", n, s.opt.WaitReplicas)
 		}
+		return res, nil
 	}
-	return w, nil
 }
 
 // Seen is what Redis knows of a message in a space before deciding it.

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"mailgw/identify"
+	"mailgw/identify/mailaddr"
 )
 
 // subcommand runs one verb of "customers" or "orgs" against the directory.
@@ -66,14 +67,14 @@ func dispatch(ctx context.Context, name string, subs map[string]*subcommand, arg
 		a.log.Warn().Msg("directory changes made in the embedded Redis are lost when this command exits: set redis.url")
 	}
 	err = sub.run(ctx, a, fs, stdout)
-	if errors.Is(err, identify.ErrNotFound) || errors.Is(err, identify.ErrBadAddress) {
+	if errors.Is(err, identify.ErrNotFound) || errors.Is(err, mailaddr.ErrBadAddress) {
 		return usageError{err}
 	}
 	return err
 }
 
 func normalizeArg(s string) (string, error) {
-	na, err := identify.Normalize(s)
+	na, err := mailaddr.Normalize(s)
 	if err != nil {
 		return "", usageError{err}
 	}
@@ -208,7 +209,7 @@ func (a *app) newCustomer(email, name, typ, status string) (identify.Customer, e
 		if err != nil {
 			return identify.Customer{}, err
 		}
-		typ = settings.AccountType(identify.Domain(addr))
+		typ = settings.AccountType(mailaddr.Domain(addr))
 	}
 	if typ != identify.TypeInternal && typ != identify.TypePortal {
 		return identify.Customer{}, usagef("%s: type must be internal or portal", addr)
@@ -382,7 +383,7 @@ func runOrgs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func addOrgDomain(ctx context.Context, dir *identify.Directory, org, domain string) error {
-	nd, err := identify.NormalizeDomain(domain)
+	nd, err := mailaddr.NormalizeDomain(domain)
 	if err != nil {
 		return usageError{err}
 	}

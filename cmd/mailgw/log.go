@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"mailgw/identify"
+	"mailgw/identify/mailaddr"
 	"mailgw/ingest"
 	"mailgw/route"
 )
@@ -48,7 +48,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if f.from != "" {
-		na, err := identify.Normalize(f.from)
+		na, err := mailaddr.Normalize(f.from)
 		if err != nil {
 			return usageError{err}
 		}

@@ -1,0 +1,169 @@
+// Package config defines mailgw's YAML configuration: the schema, its
+// defaults, validation with field paths, and the environment overrides for
+// secrets. A Config is loaded once at start-up and passed down as values;
+// no package keeps configuration in globals.
+package config
+
+// Config is the whole configuration file.
+type Config struct {
+	Hostname      string         `yaml:"hostname"`
+	Redis         Redis          `yaml:"redis"`
+	SMTP          SMTP           `yaml:"smtp"`
+	HTTP          HTTP           `yaml:"http"`
+	Outbound      Outbound       `yaml:"outbound"`
+	Access        Access         `yaml:"access"`
+	Verify        Verify         `yaml:"verify"`
+	Limits        Limits         `yaml:"limits"`
+	Spaces        []Space        `yaml:"spaces"`
+	Organizations []Organization `yaml:"organizations"`
+	Customers     []Customer     `yaml:"customers"`
+	Agents        []string       `yaml:"agents"`
+	IMAP          []IMAP         `yaml:"imap"`
+}
+
+// Redis says where requests, the directory and the decision log live. An
+// empty URL means an embedded in-process Redis whose data dies with the process.
+type Redis struct {
+	URL          string `yaml:"url"`
+	Prefix       string `yaml:"prefix"`
+	WaitReplicas int    `yaml:"wait_replicas"`
+	// Retention is how long raw messages, Message-ID keys (dedupe and
+	// threading) and request participants are kept.
+	Retention Duration `yaml:"retention"`
+	// LogMaxLen caps the decision log stream (approximately, as XADD MAXLEN ~).
+	LogMaxLen int64 `yaml:"log_max_len"`
+	// Timeout bounds each call to Redis.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// SMTP configures the listener.
+type SMTP struct {
+	Listen          string   `yaml:"listen"`
+	MaxMessageBytes int64    `yaml:"max_message_bytes"`
+	MaxRecipients   int      `yaml:"max_recipients"`
+	MaxLineLength   int      `yaml:"max_line_length"`
+	CommandTimeout  Duration `yaml:"command_timeout"`
+	TLS             TLS      `yaml:"tls"`
+	LMTP            bool     `yaml:"lmtp"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// HTTP configures the web listener and the public URL used in links.
+type HTTP struct {
+	Listen    string `yaml:"listen"`
+	PublicURL string `yaml:"public_url"`
+}
+
+// Outbound is the smarthost verification mail is sent through.
+type Outbound struct {
+	Smarthost   string `yaml:"smarthost"`
+	From        string `yaml:"from"`
+	Username    string `yaml:"username"`
+	PasswordEnv string `yaml:"password_env"`
+	// TLS is "starttls" (opportunistic), "required" or "none".
+	TLS string `yaml:"tls"`
+}
+
+// Access holds the site-wide customer access settings.
+type Access struct {
+	InternalDomains  []string       `yaml:"internal_domains"`
+	ExternalAccounts string         `yaml:"external_accounts"` // anyone | listed_domains | none
+	ExternalDomains  []string       `yaml:"external_domains"`
+	Signup           string         `yaml:"signup"` // closed | verify | open
+	Blocked          []string       `yaml:"blocked"`
+	AutomatedAllowed []string       `yaml:"automated_allowed"`
+	Authentication   Authentication `yaml:"authentication"`
+}
+
+// Values of Access.ExternalAccounts.
+const (
+	ExternalAnyone        = "anyone"
+	ExternalListedDomains = "listed_domains"
+	ExternalNone          = "none"
+)
+
+// Values of Access.Signup.
+const (
+	SignupClosed = "closed"
+	SignupVerify = "verify"
+	SignupOpen   = "open"
+)
+
+// Authentication says which Authentication-Results to trust and what is required.
+type Authentication struct {
+	TrustedAuthservIDs []string `yaml:"trusted_authserv_ids"`
+	VerifyDKIM         bool     `yaml:"verify_dkim"`
+	Require            string   `yaml:"require"` // none | dmarc
+}
+
+// Verify configures verification of unknown senders.
+type Verify struct {
+	TTL Duration `yaml:"ttl"`
+	// Cooldown is the least time between two verification mails to one address.
+	Cooldown Duration `yaml:"cooldown"`
+}
+
+// Limits bound what the parser accepts; the message size limit is
+// SMTP.MaxMessageBytes and applies to every channel.
+type Limits struct {
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	MaxParts       int `yaml:"max_parts"`
+	MaxDepth       int `yaml:"max_depth"`
+}
+
+// Space is a service space (project) with its support addresses.
+type Space struct {
+	Key           string   `yaml:"key"`
+	Name          string   `yaml:"name"`
+	Addresses     []string `yaml:"addresses"`
+	ChannelAccess string   `yaml:"channel_access"` // open | restricted
+	Customers     []string `yaml:"customers"`
+	Organizations []string `yaml:"organizations"`
+}
+
+// Values of Space.ChannelAccess.
+const (
+	ChannelOpen       = "open"
+	ChannelRestricted = "restricted"
+)
+
+// Organization groups customers; unknown senders on its domains join it.
+type Organization struct {
+	Name    string   `yaml:"name"`
+	Domains []string `yaml:"domains"`
+	Members []string `yaml:"members"`
+}
+
+// Customer seeds the directory. Status defaults to active; Type defaults to
+// internal on an internal domain and portal elsewhere.
+type Customer struct {
+	Email  string `yaml:"email"`
+	Name   string `yaml:"name"`
+	Type   string `yaml:"type"`   // internal | portal
+	Status string `yaml:"status"` // active | pending | disabled
+}
+
+// IMAP is one mailbox the poller drains into the space of Address.
+type IMAP struct {
+	Name         string   `yaml:"name"`
+	Addr         string   `yaml:"addr"`
+	TLS          string   `yaml:"tls"` // implicit | starttls | none
+	Username     string   `yaml:"username"`
+	PasswordEnv  string   `yaml:"password_env"`
+	PasswordFile string   `yaml:"password_file"`
+	Mailbox      string   `yaml:"mailbox"`
+	Address      string   `yaml:"address"`
+	Processed    string   `yaml:"processed"`
+	Rejected     string   `yaml:"rejected"`
+	IDLE         bool     `yaml:"idle"`
+	PollInterval Duration `yaml:"poll_interval"`
+	BatchSize    int      `yaml:"batch_size"`
+	// AllowPlaintext permits tls: none on a non-loopback address, where
+	// the password would cross the network in the clear.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
+}
