@@ -38,6 +38,7 @@ type Redis struct {
 
 // SMTP configures the listener.
 type SMTP struct {
+	// Listen is host:port, or "unix:/path" for a socket (LMTP from a local MTA).
 	Listen          string   `yaml:"listen"`
 	MaxMessageBytes int64    `yaml:"max_message_bytes"`
 	MaxRecipients   int      `yaml:"max_recipients"`
@@ -45,6 +46,19 @@ type SMTP struct {
 	CommandTimeout  Duration `yaml:"command_timeout"`
 	TLS             TLS      `yaml:"tls"`
 	LMTP            bool     `yaml:"lmtp"`
+	// MaxConnections and MaxConnectionsPerIP bound concurrent sessions;
+	// connections over either get 421 and are closed.
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// MaxInflightBytes bounds the message bytes held in memory by all
+	// sessions together; a message that would exceed it gets 451 4.3.1.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
+	// MinDataRate is the least average rate, in bytes per second, a client
+	// must keep up during DATA once DataGrace has passed (slowloris).
+	MinDataRate int      `yaml:"min_data_rate"`
+	DataGrace   Duration `yaml:"data_grace"`
+	// ShutdownGrace is how long SIGTERM waits for transactions in flight.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
 }
 
 // TLS names a certificate and key in PEM files.

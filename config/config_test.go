@@ -172,7 +172,9 @@ func TestValidationProblems(t *testing.T) {
 				"redis.log_max_len: must be positive",
 				"redis.timeout: must be positive",
 			}},
-		{"smtp listen", minimal + `smtp: {listen: "localhost"}`, []string{"smtp.listen: not a host:port address"}},
+		{"smtp listen", minimal + `smtp: {listen: "localhost"}`, []string{"smtp.listen: not a host:port address or unix:/path"}},
+		{"smtp unix listen without path", minimal + `smtp: {listen: "unix:"}`, []string{"smtp.listen: unix: needs a socket path"}},
+		{"inflight below message size", minimal + `smtp: {max_message_bytes: 2000, max_inflight_bytes: 1000}`, []string{"smtp.max_inflight_bytes: must be at least smtp.max_message_bytes, or no message of the largest size could be received"}},
 		{"smtp limits", minimal + `smtp: {max_message_bytes: -1, max_recipients: -2, max_line_length: 512, command_timeout: -1}`,
 			[]string{
 				"smtp.max_message_bytes: must be positive",

@@ -22,12 +22,19 @@ const (
 	DefaultIMAPMailbox     = "INBOX"
 	DefaultIMAPBatchSize   = 50
 
+	DefaultMaxConnections      = 1000
+	DefaultMaxConnectionsPerIP = 50
+	DefaultMaxInflightBytes    = 96 << 20
+	DefaultMinDataRate         = 1024
+
 	DefaultRetention      = 720 * time.Hour
 	DefaultRedisTimeout   = 5 * time.Second
 	DefaultCommandTimeout = 5 * time.Minute
 	DefaultVerifyTTL      = 48 * time.Hour
 	DefaultVerifyCooldown = 10 * time.Minute
 	DefaultPollInterval   = 30 * time.Second
+	DefaultDataGrace      = 30 * time.Second
+	DefaultShutdownGrace  = 30 * time.Second
 )
 
 // ApplyDefaults fills every unset (zero) setting with its default and
@@ -61,6 +68,14 @@ func (c *Config) ApplyDefaults() {
 	setInt(&s.MaxRecipients, DefaultMaxRecipients)
 	setInt(&s.MaxLineLength, DefaultMaxLineLength)
 	setDuration(&s.CommandTimeout, DefaultCommandTimeout)
+	setInt(&s.MaxConnections, DefaultMaxConnections)
+	setInt(&s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	if s.MaxInflightBytes == 0 {
+		s.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	setInt(&s.MinDataRate, DefaultMinDataRate)
+	setDuration(&s.DataGrace, DefaultDataGrace)
+	setDuration(&s.ShutdownGrace, DefaultShutdownGrace)
 
 	h := &c.HTTP
 	setString(&h.Listen, DefaultHTTPListen)

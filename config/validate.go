@@ -99,8 +99,12 @@ func validRedisURL(s string) bool {
 
 func (c *Config) validateSMTP(p *problems) {
 	s := c.SMTP
-	if !checkHostPort(s.Listen, true) {
-		p.add("smtp.listen", "not a host:port address")
+	if path, ok := strings.CutPrefix(s.Listen, "unix:"); ok {
+		if path == "" {
+			p.add("smtp.listen", "unix: needs a socket path")
+		}
+	} else if !checkHostPort(s.Listen, true) {
+		p.add("smtp.listen", "not a host:port address or unix:/path")
 	}
 	positive(p, "smtp.max_message_bytes", s.MaxMessageBytes)
 	positive(p, "smtp.max_recipients", int64(s.MaxRecipients))
@@ -109,6 +113,14 @@ func (c *Config) validateSMTP(p *problems) {
 		p.add("smtp.max_line_length", "must be at least 1000 (RFC 5321 allows lines of 1000 octets)")
 	}
 	positive(p, "smtp.command_timeout", int64(s.CommandTimeout))
+	positive(p, "smtp.max_connections", int64(s.MaxConnections))
+	positive(p, "smtp.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
+	if s.MaxInflightBytes < s.MaxMessageBytes {
+		p.add("smtp.max_inflight_bytes", "must be at least smtp.max_message_bytes, or no message of the largest size could be received")
+	}
+	positive(p, "smtp.min_data_rate", int64(s.MinDataRate))
+	positive(p, "smtp.data_grace", int64(s.DataGrace))
+	positive(p, "smtp.shutdown_grace", int64(s.ShutdownGrace))
 	switch {
 	case s.TLS.Cert != "" && s.TLS.Key == "":
 		p.add("smtp.tls.key", "required with smtp.tls.cert")

@@ -432,3 +432,11 @@ func (h *Handler) finish(ctx context.Context, m *message, sd SpaceDecision) Spac
 	}
 	return sd
 }
+
+// Record logs a decision a channel made before the message reached Handle
+// (a recipient refused at RCPT, data refused as too large), so that the
+// decision log answers for every message.
+func (h *Handler) Record(ctx context.Context, env Envelope, sd SpaceDecision) {
+	from, _ := mailaddr.Normalize(env.MailFrom)
+	h.finish(ctx, &message{env: env, msg: &parse.Message{}, from: from}, sd)
+}

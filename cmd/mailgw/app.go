@@ -47,6 +47,7 @@ type app struct {
 	log      zerolog.Logger
 	rdb      redis.UniversalClient
 	embedded *miniredis.Miniredis
+	demo     bool // running on the built-in demo config
 }
 
 // loadConfig reads --config, else $MAILGW_CONFIG, else the demo config.
@@ -81,7 +82,7 @@ func openApp(ctx context.Context, g globalFlags, stderr io.Writer, seed bool) (*
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: newLogger(stderr)}
+	a := &app{cfg: cfg, log: newLogger(stderr), demo: demo}
 	if demo {
 		a.log.Warn().Msg("no config given: using the built-in demo config (see mailgw check)")
 	}

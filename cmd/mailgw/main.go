@@ -30,6 +30,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 const usage = `mailgw: email-ingestion gateway for service desks
 
 Usage:
+  mailgw serve   [--config FILE]
   mailgw replay  [--config FILE] [--to ADDR] [--json] [--dry-run] PATH...
   mailgw check   [--config FILE]
   mailgw customers add|import|list|show|disable|enable|remove ...
@@ -46,6 +47,7 @@ Run "mailgw COMMAND --help" for a command's flags.
 type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 var commands = map[string]command{
+	"serve":     runServe,
 	"replay":    runReplay,
 	"check":     runCheck,
 	"customers": runCustomers,

@@ -1,0 +1,262 @@
+package smtp
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"mailgw/identify"
+	"mailgw/identify/mailaddr"
+	"mailgw/ingest"
+)
+
+// session is one SMTP connection. go-smtp calls Logout from Conn.Close,
+// which can run on another goroutine while Data is still working (server
+// shutdown), so the transaction state is guarded by mu.
+type session struct {
+	srv    *Server
+	conn   *gosmtp.Conn
+	remote string
+
+	mu         sync.Mutex
+	from       string
+	nullSender bool
+	rcpts      []string
+	busy       bool // inside Data
+	closed     bool
+}
+
+var (
+	_ gosmtp.Session     = (*session)(nil)
+	_ gosmtp.LMTPSession = (*session)(nil)
+)
+
+func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.from, s.nullSender, s.rcpts = "", false, nil
+}
+
+func (s *session) Logout() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.srv.forget(s)
+	return nil
+}
+
+// closeIfIdle closes the connection unless a message is being received.
+// Called with srv.mu held.
+func (s *session) closeIfIdle() {
+	s.mu.Lock()
+	idle := !s.busy
+	s.mu.Unlock()
+	if idle {
+		go s.conn.Close()
+	}
+}
+
+func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if from != "" {
+		if _, err := mailaddr.Normalize(from); err != nil {
+			return toSMTP(replyBadSender.withCause(err))
+		}
+	}
+	s.from, s.nullSender, s.rcpts = from, from == "", nil
+	return nil
+}
+
+// Rcpt refuses relaying and unknown recipients before any data is sent.
+// go-smtp has already removed a source route and unquoted the local part,
+// so "x@y"@us arrives as x@y@us.
+func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if err := s.checkRecipient(to); err != nil {
+		s.srv.record(s.envelope(), ingest.SpaceDecision{Recipient: to, Decision: identify.Decision{
+			Outcome: identify.Rejected, Reason: identify.ReasonNoRoute, Detail: err.Error()}})
+		return toSMTP(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *session) checkRecipient(to string) error {
+	at := strings.LastIndexByte(to, '@')
+	if at <= 0 || strings.Count(to, "@") != 1 || strings.ContainsAny(to[:at], "%!") {
+		return replyRelayDenied.withCause(fmt.Errorf("relay form %q", to))
+	}
+	addr, err := mailaddr.Normalize(to)
+	if err != nil {
+		return replyBadAddress.withCause(err)
+	}
+	if !s.srv.domains[mailaddr.Domain(addr)] {
+		return replyRelayDenied.withCause(fmt.Errorf("%s is not a support domain", mailaddr.Domain(addr)))
+	}
+	if _, ok := s.srv.handler.Router().Route(addr); !ok {
+		return replyNoMailbox.withCause(fmt.Errorf("%s is no space's address", addr))
+	}
+	return nil
+}
+
+func (s *session) envelope() ingest.Envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ingest.Envelope{
+		Channel:    ingest.ChannelSMTP,
+		MailFrom:   s.from,
+		NullSender: s.nullSender,
+		Recipients: append([]string(nil), s.rcpts...),
+		RemoteAddr: s.remote,
+	}
+}
+
+func (s *session) Data(r io.Reader) error {
+	res, err := s.receive(r)
+	if err != nil {
+		return toSMTP(err)
+	}
+	return toSMTP(summarize(res))
+}
+
+// LMTPData answers once per recipient (RFC 2033 §4.2): each gets the
+// decision of its space.
+func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
+	env := s.envelope()
+	res, err := s.receive(r)
+	if err != nil {
+		return toSMTP(err)
+	}
+	for _, rcpt := range env.Recipients {
+		status.SetStatus(rcpt, toSMTP(s.rcptReply(rcpt, res)))
+	}
+	return nil
+}
+
+func (s *session) rcptReply(rcpt string, res ingest.Result) error {
+	sp, _ := s.srv.handler.Router().Route(rcpt)
+	for _, d := range res.Decisions {
+		if d.Space == sp.Key {
+			return summarize(ingest.Result{Decisions: []ingest.SpaceDecision{d}})
+		}
+	}
+	return replyNoMailbox.withCause(fmt.Errorf("no decision for %s", rcpt))
+}
+
+// receive reads the message and runs it through ingest. A panic while
+// handling one message is logged and answered 451; the server goes on.
+func (s *session) receive(r io.Reader) (res ingest.Result, err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return res, &replyShutdown
+	}
+	s.busy = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
+		if p := recover(); p != nil {
+			s.srv.log.Error().Str("remote", s.remote).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic while handling a message")
+			err = replyReadFailed.withCause(fmt.Errorf("panic: %v", p))
+		}
+	}()
+	env := s.envelope()
+	env.ReceivedAt = time.Now()
+	raw, release, err := s.srv.readMessage(r, s.conn.Conn(), s.trace(env))
+	defer release()
+	if err != nil {
+		s.logRefusal(env, err)
+		return res, err
+	}
+	return s.srv.handler.Handle(s.srv.base, env, raw), nil
+}
+
+// trace is the Received header mailgw prepends (RFC 5321 §4.4).
+func (s *session) trace(env ingest.Envelope) string {
+	proto := "ESMTP"
+	if s.srv.cfg.LMTP {
+		proto = "LMTP"
+	} else if _, ok := s.conn.TLSConnectionState(); ok {
+		proto = "ESMTPS"
+	}
+	peer := s.remote
+	if tcp, ok := s.conn.Conn().RemoteAddr().(*net.TCPAddr); ok {
+		peer = "[" + tcp.IP.String() + "]"
+	}
+	helo := strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e || r == '(' || r == ')' {
+			return -1
+		}
+		return r
+	}, s.conn.Hostname())
+	return fmt.Sprintf("Received: from %s (%s)\r\n\tby %s (mailgw) with %s;\r\n\t%s\r\n",
+		helo, peer, s.srv.hostname, proto, env.ReceivedAt.Format(time.RFC1123Z))
+}
+
+// logRefusal records a message refused before ingest saw it.
+func (s *session) logRefusal(env ingest.Envelope, err error) {
+	r, ok := err.(*Reply)
+	if !ok || r.Reason == "" {
+		s.srv.log.Warn().Err(err).Str("remote", s.remote).Str("mail_from", env.MailFrom).Msg("message not received")
+		return
+	}
+	outcome := identify.Rejected
+	if r.Code/100 == 4 {
+		outcome = identify.Deferred
+	}
+	for _, rcpt := range env.Recipients {
+		sp, _ := s.srv.handler.Router().Route(rcpt)
+		s.srv.record(env, ingest.SpaceDecision{Space: sp.Key, Recipient: rcpt, Decision: identify.Decision{
+			Outcome: outcome, Reason: r.Reason, Detail: err.Error()}})
+	}
+}
+
+func (s *Server) record(env ingest.Envelope, sd ingest.SpaceDecision) {
+	s.handler.Record(s.base, env, sd)
+}
+
+// summarize turns a message's decisions into the one SMTP reply: 451 if
+// any space deferred it (the retry completes that space and is a duplicate
+// for the others, so nothing is lost or doubled), else 250 if any space
+// took it, else the first refusal.
+func summarize(res ingest.Result) error {
+	var refused, deferred *Reply
+	var taken []string
+	for _, d := range res.Decisions {
+		switch d.Outcome {
+		case identify.Deferred:
+			if deferred == nil {
+				deferred = decisionReply(d.Decision)
+			}
+		case identify.Rejected:
+			if refused == nil {
+				refused = decisionReply(d.Decision)
+			}
+		case identify.Queued:
+			taken = append(taken, "queued as "+d.Request)
+		case identify.Held:
+			taken = append(taken, "held ("+string(d.Reason)+")")
+		case identify.Ignored:
+			taken = append(taken, "accepted ("+string(d.Reason)+")")
+		}
+	}
+	switch {
+	case deferred != nil:
+		return deferred
+	case len(taken) > 0:
+		return &Reply{Code: 250, Enhanced: gosmtp.EnhancedCode{2, 0, 0}, Text: "OK: " + strings.Join(taken, ", ")}
+	case refused != nil:
+		return refused
+	}
+	return replyNoMailbox.withCause(fmt.Errorf("message %s had no decision", res.MessageID))
+}
