@@ -131,7 +131,9 @@ redis.call('SET', rawkey, ARGV[7], 'EX', ttl)
 local np = tonumber(ARGV[9])
 if np > 0 then
   local pk = p .. 'req:' .. id .. ':participants'
-  redis.call('SADD', pk, unpack(ARGV, 10, 9 + np))
+  for i = 10, 9 + np, 100 do
+    redis.call('SADD', pk, unpack(ARGV, i, math.min(i + 99, 9 + np)))
+  end
   redis.call('EXPIRE', pk, ttl)
 end
 local fields = {'id', id, 'kind', ARGV[3], 'request', id, 'space', ARGV[2], 'raw_key', rawkey}
@@ -139,6 +141,11 @@ for i = 10 + np, #ARGV do fields[#fields + 1] = ARGV[i] end
 local eid = redis.call('XADD', KEYS[3], '*', unpack(fields))
 return {1, id, eid}
 `)
+
+// maxParticipants bounds the participants stored per write: a message with
+// thousands of Cc addresses still becomes one request, but only the first
+// addresses may reply to it as comments.
+const maxParticipants = 500
 
 // Write queues a request or comment. It returns only after Redis ran the
 // whole script (and, with WaitReplicas, after the replicas confirmed it).
@@ -150,6 +157,9 @@ func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 		release = "1"
 	}
 	participants := append([]string{r.Requester}, r.Participants...)
+	if len(participants) > maxParticipants {
+		participants = participants[:maxParticipants]
+	}
 	args := make([]any, 0, 9+len(participants)+2*len(r.Fields))
 	args = append(args, s.spacePrefix(r.Space), r.Space, r.Kind, r.Parent,
 		int64(s.opt.Retention/time.Second), release, r.Raw, r.Requester, len(participants))
@@ -174,37 +184,39 @@ func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 	return w, nil
 }
 
-// runWrite runs the write script. With WaitReplicas it sends WAIT in the
-// same pipeline: WAIT counts the writes of its own connection, so it must
-// follow the script on the connection that ran it.
+// runWrite runs the write script. With WaitReplicas it runs it and WAIT on
+// one connection to the primary that owns the space's slot: WAIT counts
+// the writes of its own connection only.
 func (s *Store) runWrite(ctx context.Context, keys []string, args []any) ([]any, error) {
 	if s.opt.WaitReplicas <= 0 {
 		return writeScript.Run(ctx, s.rdb, keys, args...).Slice()
 	}
-	for attempt := 0; ; attempt++ {
-		pipe := s.rdb.Pipeline()
-		script := writeScript.EvalSha(ctx, pipe, keys, args...)
-		wait := pipe.Do(ctx, "WAIT", s.opt.WaitReplicas, s.opt.Timeout.Milliseconds())
-		_, _ = pipe.Exec(ctx)
-		res, err := script.Slice()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
-			if err := writeScript.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
+	var primary *redis.Client
+	switch c := s.rdb.(type) {
+	case *redis.Client:
+		primary = c
+	case *redis.ClusterClient:
+		var err error
+		if primary, err = c.MasterForKey(ctx, keys[0]); err != nil {
 			return nil, err
 		}
-		n, err := wait.Int64()
-		if err != nil {
-			return nil, fmt.Errorf("wait for replicas: %w", err)
-		}
-		if n < int64(s.opt.WaitReplicas) {
-			return nil, fmt.Errorf("%d of %d replicas confirmed the write", n, s.opt.WaitReplicas)
-		}
-		return res, nil
+	default:
+		return nil, fmt.Errorf("redis.wait_replicas needs a single server or a cluster client, not %T", s.rdb)
 	}
+	conn := primary.Conn()
+	defer conn.Close()
+	res, err := writeScript.Run(ctx, conn, keys, args...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	n, err := conn.Wait(ctx, s.opt.WaitReplicas, s.opt.Timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("wait for replicas: %w", err)
+	}
+	if n < int64(s.opt.WaitReplicas) {
+		return nil, fmt.Errorf("%d of %d replicas confirmed the write", n, s.opt.WaitReplicas)
+	}
+	return res, nil
 }
 
 // Seen is what Redis knows of a message in a space before deciding it.
@@ -425,7 +437,13 @@ func (s *Store) read(ctx context.Context, key, after string, count int64, block 
 		if after == "0" || after == "" {
 			start = "-"
 		}
-		msgs, err := s.rdb.XRangeN(ctx, key, start, "+", count).Result()
+		var msgs []redis.XMessage
+		var err error
+		if count > 0 {
+			msgs, err = s.rdb.XRangeN(ctx, key, start, "+", count).Result()
+		} else {
+			msgs, err = s.rdb.XRange(ctx, key, start, "+").Result()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("route: read %s: %w", key, err)
 		}
@@ -458,7 +476,7 @@ func (s *Store) LastLog(ctx context.Context, n int64, match func(Entry) bool) ([
 	const batch = 500
 	var found []Entry
 	newest, end := "0-0", "+"
-	for scanned := int64(0); int64(len(found)) < n && scanned < s.opt.LogMaxLen+batch; scanned += batch {
+	for scanned := int64(0); (scanned == 0 || int64(len(found)) < n) && scanned < s.opt.LogMaxLen+batch; scanned += batch {
 		msgs, err := s.rdb.XRevRangeN(ctx, s.LogKey(), end, "-", batch).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("route: read log: %w", err)
