@@ -79,8 +79,11 @@ type Outbound struct {
 	From        string `yaml:"from"`
 	Username    string `yaml:"username"`
 	PasswordEnv string `yaml:"password_env"`
-	// TLS is "starttls" (opportunistic), "required" or "none".
+	// TLS is "starttls" (opportunistic: encrypt when offered, certificate
+	// not checked), "required" (STARTTLS with a verified certificate) or "none".
 	TLS string `yaml:"tls"`
+	// CAFile holds PEM certificates trusted for "required", besides the system's.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Access holds the site-wide customer access settings.
@@ -120,6 +123,10 @@ type Verify struct {
 	TTL Duration `yaml:"ttl"`
 	// Cooldown is the least time between two verification mails to one address.
 	Cooldown Duration `yaml:"cooldown"`
+	// PerDomainPerHour and GlobalPerHour bound verification mail; mail over
+	// a limit waits in the outbox for the next hour rather than being lost.
+	PerDomainPerHour int `yaml:"per_domain_per_hour"`
+	GlobalPerHour    int `yaml:"global_per_hour"`
 }
 
 // Limits bound what the parser accepts; the message size limit is

@@ -26,6 +26,8 @@ const (
 	DefaultMaxConnectionsPerIP = 50
 	DefaultMaxInflightBytes    = 96 << 20
 	DefaultMinDataRate         = 1024
+	DefaultVerifyPerDomain     = 50
+	DefaultVerifyGlobal        = 500
 
 	DefaultRetention      = 720 * time.Hour
 	DefaultRedisTimeout   = 5 * time.Second
@@ -97,6 +99,8 @@ func (c *Config) ApplyDefaults() {
 
 	setDuration(&c.Verify.TTL, DefaultVerifyTTL)
 	setDuration(&c.Verify.Cooldown, DefaultVerifyCooldown)
+	setInt(&c.Verify.PerDomainPerHour, DefaultVerifyPerDomain)
+	setInt(&c.Verify.GlobalPerHour, DefaultVerifyGlobal)
 
 	l := &c.Limits
 	setInt(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)

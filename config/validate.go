@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 )
@@ -50,6 +51,8 @@ func (c *Config) Validate() error {
 	c.validateAccess(&p)
 	positive(&p, "verify.ttl", int64(c.Verify.TTL))
 	positive(&p, "verify.cooldown", int64(c.Verify.Cooldown))
+	positive(&p, "verify.per_domain_per_hour", int64(c.Verify.PerDomainPerHour))
+	positive(&p, "verify.global_per_hour", int64(c.Verify.GlobalPerHour))
 	positive(&p, "limits.max_header_bytes", int64(c.Limits.MaxHeaderBytes))
 	positive(&p, "limits.max_parts", int64(c.Limits.MaxParts))
 	positive(&p, "limits.max_depth", int64(c.Limits.MaxDepth))
@@ -168,6 +171,11 @@ func (c *Config) validateOutbound(p *problems) {
 	case TLSStartTLS, TLSRequired, TLSNone:
 	default:
 		p.add("outbound.tls", "must be starttls, required or none")
+	}
+	if o.CAFile != "" {
+		if _, err := os.Stat(o.CAFile); err != nil {
+			p.add("outbound.ca_file", "cannot be read")
+		}
 	}
 }
 

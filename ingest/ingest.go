@@ -20,6 +20,7 @@ import (
 	"mailgw/identify/mailaddr"
 	"mailgw/parse"
 	"mailgw/route"
+	"mailgw/verify"
 )
 
 // Channels a message can arrive on.
@@ -67,7 +68,8 @@ type Handler struct {
 	settings  *identify.Settings
 	parseOpts parse.Options
 	hostname  string
-	log       zerolog.Logger
+	recorder  route.Recorder
+	verifier  Verifier
 	now       func() time.Time
 	dryRun    bool
 }
@@ -78,6 +80,14 @@ type Options struct {
 	// accounts or log entries.
 	DryRun bool
 	Now    func() time.Time
+	// Verifier is told of every newly held message so it can mail the
+	// sender a verification link; nil sends none.
+	Verifier Verifier
+}
+
+// Verifier is the verification stage as ingest sees it.
+type Verifier interface {
+	OnHeld(ctx context.Context, h verify.Held) error
 }
 
 // New wires a Handler from the config and a Redis client.
@@ -94,10 +104,11 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 	if now == nil {
 		now = time.Now
 	}
+	store := NewStore(cfg, rdb)
 	return &Handler{
 		router:   router,
 		dir:      identify.NewDirectory(rdb, cfg.Redis.Prefix, cfg.Redis.Timeout.D()),
-		store:    NewStore(cfg, rdb),
+		store:    store,
 		settings: settings,
 		parseOpts: parse.Options{
 			Limits: parse.Limits{
@@ -109,7 +120,8 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 			OwnDomain: cfg.Hostname,
 		},
 		hostname: cfg.Hostname,
-		log:      log,
+		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun},
+		verifier: opt.Verifier,
 		now:      now,
 		dryRun:   opt.DryRun,
 	}, nil
@@ -120,7 +132,8 @@ func NewStore(cfg *config.Config, rdb redis.UniversalClient) *route.Store {
 	return route.NewStore(rdb, route.Options{
 		Prefix:       cfg.Redis.Prefix,
 		Retention:    cfg.Redis.Retention.D(),
-		HoldTTL:      cfg.Verify.TTL.D(),
+		// The expiry sweep settles holds; the TTL only catches what it missed.
+		HoldTTL:      cfg.Verify.TTL.D() + 24*time.Hour,
 		LogMaxLen:    cfg.Redis.LogMaxLen,
 		Timeout:      cfg.Redis.Timeout.D(),
 		WaitReplicas: cfg.Redis.WaitReplicas,
@@ -325,6 +338,17 @@ func (h *Handler) hold(ctx context.Context, m *message, space config.Space, d id
 	if dup {
 		return identify.Decision{Outcome: identify.Ignored, Reason: identify.ReasonDuplicate, Detail: "message already held for this space"}
 	}
+	if h.verifier != nil {
+		name := ""
+		if len(m.msg.From) == 1 {
+			name = m.msg.From[0].Name
+		}
+		// The message is held safely either way; a failed mail is tried
+		// again with the sender's next message or by "mailgw verify resend".
+		if err := h.verifier.OnHeld(ctx, verify.Held{Address: m.from, Name: name, Space: space.Key, Subject: m.msg.Subject}); err != nil {
+			d.Detail += "; verification mail not sent: " + err.Error()
+		}
+	}
 	return d
 }
 
@@ -399,37 +423,13 @@ func attachmentsJSON(list []parse.Attachment) string {
 	return string(b)
 }
 
-// finish logs a decision: one structured line, and an entry in the
-// decision log stream unless this is a dry run.
+// finish records a decision.
 func (h *Handler) finish(ctx context.Context, m *message, sd SpaceDecision) SpaceDecision {
-	ev := h.log.Info()
-	if sd.Outcome == identify.Deferred {
-		ev = h.log.Warn()
-	}
-	ev.Str("channel", m.env.Channel).
-		Str("message_id", m.id).
-		Str("from", m.from).
-		Str("space", sd.Space).
-		Str("rcpt", sd.Recipient).
-		Str("outcome", string(sd.Outcome)).
-		Str("reason", string(sd.Reason)).
-		Str("request", sd.Request).
-		Str("detail", sd.Detail).
-		Int("size", len(m.raw)).
-		Bool("dry_run", h.dryRun).
-		Msg("decision")
-	if h.dryRun {
-		return sd
-	}
-	err := h.store.Log(ctx, route.Entry{
+	h.recorder.Record(ctx, route.Entry{
 		Time: h.now(), Channel: m.env.Channel, MessageID: m.id, From: m.from, Space: sd.Space,
 		Outcome: string(sd.Outcome), Reason: string(sd.Reason), Request: sd.Request, Detail: sd.Detail,
+		Recipient: sd.Recipient, Size: len(m.raw),
 	})
-	if err != nil {
-		// The decision stands: failing it now would make the sender retry
-		// a message that was already queued.
-		h.log.Error().Err(err).Str("message_id", m.id).Msg("decision log write failed")
-	}
 	return sd
 }
 

@@ -340,6 +340,41 @@ func (s *Store) Hold(ctx context.Context, h Held) (duplicate bool, err error) {
 	return false, nil
 }
 
+// OldestHold returns the oldest request held for a sender and its stored
+// form, which PopHold needs; ok is false when nothing is held.
+func (s *Store) OldestHold(ctx context.Context, sender string) (h Held, item string, ok bool, err error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	item, err = s.rdb.LIndex(ctx, s.holdKey(sender), 0).Result()
+	if errors.Is(err, redis.Nil) {
+		return h, "", false, nil
+	}
+	if err != nil {
+		return h, "", false, fmt.Errorf("route: holds of %s: %w", sender, err)
+	}
+	if err := json.Unmarshal([]byte(item), &h); err != nil {
+		return h, item, true, fmt.Errorf("route: holds of %s: %w", sender, err)
+	}
+	return h, item, true, nil
+}
+
+// popIfOldest removes the oldest held item only if it is still item, so
+// that two releases running at once never remove an item twice.
+var popIfOldest = redis.NewScript(`
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return redis.call('LPOP', KEYS[1]) end
+return false
+`)
+
+// PopHold removes item, returned by OldestHold, once it has been handled.
+func (s *Store) PopHold(ctx context.Context, sender, item string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := popIfOldest.Run(ctx, s.rdb, []string{s.holdKey(sender)}, item).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("route: pop hold of %s: %w", sender, err)
+	}
+	return nil
+}
+
 // Holds returns the requests held for a sender, oldest first.
 func (s *Store) Holds(ctx context.Context, sender string) ([]Held, error) {
 	ctx, cancel := s.ctx(ctx)
@@ -371,6 +406,9 @@ type Entry struct {
 	Reason    string    `json:"reason"`
 	Request   string    `json:"request,omitempty"`
 	Detail    string    `json:"detail,omitempty"`
+	// Recipient and Size go to the log line only, not the stream.
+	Recipient string `json:"-"`
+	Size      int    `json:"-"`
 }
 
 // Log appends a decision to the capped log stream.

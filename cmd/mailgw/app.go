@@ -15,6 +15,8 @@ import (
 
 	"mailgw/config"
 	"mailgw/identify"
+	"mailgw/ingest"
+	"mailgw/verify"
 )
 
 // errHelp ends a command that printed its help.
@@ -133,6 +135,19 @@ func (a *app) close() {
 	if a.embedded != nil {
 		a.embedded.Close()
 	}
+}
+
+// verifier builds the verification stage; sender is nil except in serve,
+// the one process that delivers the outbox.
+func (a *app) verifier(sender verify.Sender) (*verify.Service, error) {
+	return verify.New(a.cfg, a.rdb, ingest.NewStore(a.cfg, a.rdb), a.log, verify.Options{
+		Prefix:    a.cfg.Redis.Prefix,
+		Timeout:   a.cfg.Redis.Timeout.D(),
+		PublicURL: a.cfg.HTTP.PublicURL,
+		From:      a.cfg.Outbound.From,
+		Hostname:  a.cfg.Hostname,
+		Sender:    sender,
+	})
 }
 
 func (a *app) directory() *identify.Directory {

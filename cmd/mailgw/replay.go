@@ -63,7 +63,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer a.close()
-	h, err := ingest.New(a.cfg, a.rdb, a.log, ingest.Options{DryRun: *dryRun})
+	opts := ingest.Options{DryRun: *dryRun}
+	if !*dryRun {
+		v, err := a.verifier(nil)
+		if err != nil {
+			return usageError{err}
+		}
+		opts.Verifier = v
+	}
+	h, err := ingest.New(a.cfg, a.rdb, a.log, opts)
 	if err != nil {
 		return usageError{err}
 	}

@@ -7,10 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"mailgw/ingest"
 	"mailgw/smtp"
+	"mailgw/verify"
+	"mailgw/web"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,39 +34,83 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer a.close()
-	h, err := ingest.New(a.cfg, a.rdb, a.log, ingest.Options{})
+	cfg := a.cfg
+
+	var sender verify.Sender
+	if cfg.Outbound.Smarthost != "" {
+		if sender, err = verify.NewSmarthost(cfg.Outbound, cfg.Hostname, os.Getenv(cfg.Outbound.PasswordEnv)); err != nil {
+			return usageError{err}
+		}
+	}
+	vs, err := a.verifier(sender)
 	if err != nil {
 		return usageError{err}
 	}
-	srv, err := smtp.New(a.cfg.SMTP, a.cfg.Hostname, a.cfg.Spaces, h, a.log)
+	h, err := ingest.New(cfg, a.rdb, a.log, ingest.Options{Verifier: vs})
 	if err != nil {
 		return usageError{err}
 	}
-	ln, err := smtp.Listen(a.cfg.SMTP)
+	srv, err := smtp.New(cfg.SMTP, cfg.Hostname, cfg.Spaces, h, a.log)
+	if err != nil {
+		return usageError{err}
+	}
+	smtpLn, err := smtp.Listen(cfg.SMTP)
 	if err != nil {
 		return err
 	}
-	a.log.Info().Str("listen", ln.Addr().String()).Bool("lmtp", a.cfg.SMTP.LMTP).Msg("smtp: listening")
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		smtpLn.Close()
+		return fmt.Errorf("http: %w", err)
+	}
+	var accepting atomic.Bool
+	accepting.Store(true)
+	checks := map[string]web.Check{
+		"redis": func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() },
+		"smtp": func(context.Context) error {
+			if !accepting.Load() {
+				return errors.New("not accepting")
+			}
+			return nil
+		},
+	}
+	httpSrv := &http.Server{
+		Handler:           web.New(vs, checks, a.log).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+	}
+	a.log.Info().Str("smtp", smtpLn.Addr().String()).Str("http", httpLn.Addr().String()).Bool("lmtp", cfg.SMTP.LMTP).Msg("listening")
 	if a.demo {
-		printDemoHint(stdout, ln.Addr(), a.cfg.Spaces[0].Addresses[0])
+		printDemoHint(stdout, smtpLn.Addr(), cfg.Spaces[0].Addresses[0])
 	}
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	go vs.Run(workCtx, time.Second)
+	served := make(chan error, 2)
+	go func() { served <- srv.Serve(smtpLn) }()
+	go func() {
+		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			served <- fmt.Errorf("http: %w", err)
+		}
+	}()
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	}
-	a.log.Info().Dur("grace", a.cfg.SMTP.ShutdownGrace.D()).Msg("shutting down: draining transactions in flight")
-	dctx, cancel := context.WithTimeout(context.Background(), a.cfg.SMTP.ShutdownGrace.D())
+	accepting.Store(false)
+	a.log.Info().Dur("grace", cfg.SMTP.ShutdownGrace.D()).Msg("shutting down: draining transactions in flight")
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownGrace.D())
 	defer cancel()
 	if err := srv.Shutdown(dctx); err != nil {
 		a.log.Warn().Err(err).Msg("drain incomplete: remaining connections closed")
 	}
-	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
+	if err := httpSrv.Shutdown(dctx); err != nil {
+		a.log.Warn().Err(err).Msg("http drain incomplete")
 	}
+	stopWork()
 	a.log.Info().Msg("stopped")
 	return nil
 }
