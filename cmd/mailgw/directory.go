@@ -64,7 +64,7 @@ func dispatch(ctx context.Context, name string, subs map[string]*subcommand, arg
 	}
 	defer a.close()
 	if a.embedded != nil {
-		a.log.Warn().Msg("directory changes made in the embedded Redis are lost when this command exits: set redis.url")
+		a.log.Warn().Msg("the embedded Redis is empty and is lost when this command exits: set redis.url")
 	}
 	err = sub.run(ctx, a, fs, stdout)
 	if errors.Is(err, identify.ErrNotFound) || errors.Is(err, mailaddr.ErrBadAddress) {

@@ -35,6 +35,8 @@ Usage:
   mailgw check   [--config FILE]
   mailgw customers add|import|list|show|disable|enable|remove ...
   mailgw orgs    add|add-member|add-domain|link|list ...
+  mailgw holds   list [--json]
+  mailgw verify  resend ADDRESS
   mailgw log     [--config FILE] [--follow] [--space KEY] [--reason R] [--from ADDR] [--message-id ID] [-n N] [--json]
   mailgw tail    [--config FILE] --space KEY [-n N]
 
@@ -52,6 +54,8 @@ var commands = map[string]command{
 	"check":     runCheck,
 	"customers": runCustomers,
 	"orgs":      runOrgs,
+	"holds":     runHolds,
+	"verify":    runVerify,
 	"log":       runLog,
 	"tail":      runTail,
 }
