@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -49,9 +50,9 @@ type Server struct {
 	base   context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	draining bool
+	mu        sync.Mutex
+	listeners []*limitListener
+	draining  bool
 }
 
 // New builds a listener from its config section.
@@ -63,7 +64,6 @@ func New(cfg config.SMTP, hostname string, spaces []config.Space, h Handler, log
 		log:      log.With().Str("component", "smtp").Logger(),
 		budget:   semaphore.NewWeighted(cfg.MaxInflightBytes),
 		domains:  map[string]bool{},
-		sessions: map[*session]struct{}{},
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	for _, sp := range spaces {
@@ -111,23 +111,30 @@ func Listen(cfg config.SMTP) (net.Listener, error) {
 
 // Serve accepts connections on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.smtp.Serve(newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.log))
+	ll := newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.log)
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ll)
+	s.mu.Unlock()
+	err := s.smtp.Serve(ll)
 	if errors.Is(err, gosmtp.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// Shutdown drains: it stops accepting, closes idle sessions (their clients
-// retry later; nothing was accepted from them), lets transactions in flight
-// finish until ctx ends, then closes whatever is left.
+// Shutdown drains: it stops accepting, closes every connection that is not
+// receiving a message (their clients retry later; nothing was accepted
+// from them), lets messages in flight finish until ctx ends, then closes
+// whatever is left. A session that finishes its message gets 421 for the
+// next one.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
-	for ss := range s.sessions {
-		ss.closeIfIdle()
-	}
+	listeners := s.listeners
 	s.mu.Unlock()
+	for _, ll := range listeners {
+		ll.closeIdle()
+	}
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.cancel()
@@ -140,20 +147,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // NewSession implements gosmtp.Backend.
 func (s *Server) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
-	ss := &session{srv: s, conn: c, remote: c.Conn().RemoteAddr().String()}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
+	ss := &session{srv: s, conn: c, counted: counted(c.Conn()), remote: c.Conn().RemoteAddr().String()}
+	if s.isDraining() {
+		ss.closeAfterReply()
 		return nil, toSMTP(&replyShutdown)
 	}
-	s.sessions[ss] = struct{}{}
 	return ss, nil
 }
 
-func (s *Server) forget(ss *session) {
+func (s *Server) isDraining() bool {
 	s.mu.Lock()
-	delete(s.sessions, ss)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // errorLog adapts zerolog to go-smtp's logger, at Error level: what
@@ -178,10 +183,27 @@ type limitListener struct {
 	mu    sync.Mutex
 	total int
 	byIP  map[string]int
+	conns map[*countedConn]struct{}
 }
 
 func newLimitListener(ln net.Listener, max, perIP int, log zerolog.Logger) *limitListener {
-	return &limitListener{Listener: ln, max: max, perIP: perIP, log: log, byIP: map[string]int{}}
+	return &limitListener{Listener: ln, max: max, perIP: perIP, log: log, byIP: map[string]int{}, conns: map[*countedConn]struct{}{}}
+}
+
+// closeIdle closes every connection that is not receiving a message,
+// including those that have not even said EHLO yet.
+func (l *limitListener) closeIdle() {
+	l.mu.Lock()
+	var idle []*countedConn
+	for c := range l.conns {
+		if !c.busy.Load() {
+			idle = append(idle, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -193,11 +215,15 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		ip := remoteIP(c.RemoteAddr())
 		l.mu.Lock()
 		over := l.total >= l.max || ip != "" && l.byIP[ip] >= l.perIP
+		var cc *countedConn
 		if !over {
 			l.total++
 			if ip != "" {
 				l.byIP[ip]++
 			}
+			cc = &countedConn{Conn: c}
+			cc.release = func() { l.release(cc, ip) }
+			l.conns[cc] = struct{}{}
 		}
 		l.mu.Unlock()
 		if over {
@@ -205,13 +231,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			go refuse(c)
 			continue
 		}
-		return &countedConn{Conn: c, release: func() { l.release(ip) }}, nil
+		return cc, nil
 	}
 }
 
-func (l *limitListener) release(ip string) {
+func (l *limitListener) release(c *countedConn, ip string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.conns, c)
 	l.total--
 	if ip != "" {
 		if l.byIP[ip]--; l.byIP[ip] <= 0 {
@@ -235,13 +262,41 @@ func remoteIP(a net.Addr) string {
 	return ""
 }
 
+// countedConn is an accepted connection as the limits and the drain see it.
 type countedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	// busy is set while a message is being received: the drain waits for it.
+	busy atomic.Bool
+	// closing makes the next write (a 421 reply) the last one.
+	closing atomic.Bool
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.closing.Load() {
+		c.Close()
+	}
+	return n, err
 }
 
 func (c *countedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
+}
+
+// counted finds the countedConn under a session's connection, which
+// STARTTLS wraps in a *tls.Conn; nil for connections not from Serve.
+func counted(c net.Conn) *countedConn {
+	for {
+		switch v := c.(type) {
+		case *countedConn:
+			return v
+		case *tls.Conn:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
 }

@@ -20,15 +20,15 @@ import (
 // which can run on another goroutine while Data is still working (server
 // shutdown), so the transaction state is guarded by mu.
 type session struct {
-	srv    *Server
-	conn   *gosmtp.Conn
-	remote string
+	srv     *Server
+	conn    *gosmtp.Conn
+	counted *countedConn // nil when not served by Serve (tests)
+	remote  string
 
 	mu         sync.Mutex
 	from       string
 	nullSender bool
 	rcpts      []string
-	busy       bool // inside Data
 	closed     bool
 }
 
@@ -47,22 +47,27 @@ func (s *session) Logout() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.srv.forget(s)
 	return nil
 }
 
-// closeIfIdle closes the connection unless a message is being received.
-// Called with srv.mu held.
-func (s *session) closeIfIdle() {
-	s.mu.Lock()
-	idle := !s.busy
-	s.mu.Unlock()
-	if idle {
-		go s.conn.Close()
+// closeAfterReply makes the reply being sent the connection's last.
+func (s *session) closeAfterReply() {
+	if s.counted != nil {
+		s.counted.closing.Store(true)
+	}
+}
+
+func (s *session) setBusy(busy bool) {
+	if s.counted != nil {
+		s.counted.busy.Store(busy)
 	}
 }
 
 func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
+	if s.srv.isDraining() {
+		s.closeAfterReply()
+		return toSMTP(&replyShutdown)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if from != "" {
@@ -155,16 +160,14 @@ func (s *session) rcptReply(rcpt string, res ingest.Result) error {
 // handling one message is logged and answered 451; the server goes on.
 func (s *session) receive(r io.Reader) (res ingest.Result, err error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return res, &replyShutdown
 	}
-	s.busy = true
-	s.mu.Unlock()
+	s.setBusy(true)
 	defer func() {
-		s.mu.Lock()
-		s.busy = false
-		s.mu.Unlock()
+		s.setBusy(false)
 		if p := recover(); p != nil {
 			s.srv.log.Error().Str("remote", s.remote).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic while handling a message")
 			err = replyReadFailed.withCause(fmt.Errorf("panic: %v", p))

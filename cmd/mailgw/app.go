@@ -76,6 +76,14 @@ func newLogger(stderr io.Writer) zerolog.Logger {
 	return zerolog.New(stderr).With().Timestamp().Logger()
 }
 
+// redisLog routes go-redis's own messages (failed dials while Redis is
+// down) into the JSON log instead of plain lines on stderr.
+type redisLog struct{ log zerolog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.log.Warn().Str("component", "redis").Msg(fmt.Sprintf(format, v...))
+}
+
 // openApp loads the config and connects to Redis, or starts the embedded
 // one. seed writes the config's directory entries (customers, organizations,
 // agents, space membership) first.
@@ -85,6 +93,7 @@ func openApp(ctx context.Context, g globalFlags, stderr io.Writer, seed bool) (*
 		return nil, err
 	}
 	a := &app{cfg: cfg, log: newLogger(stderr), demo: demo}
+	redis.SetLogger(redisLog{a.log})
 	if demo {
 		a.log.Warn().Msg("no config given: using the built-in demo config (see mailgw check)")
 	}
