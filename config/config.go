@@ -187,4 +187,7 @@ type IMAP struct {
 	// AllowPlaintext permits tls: none on a non-loopback address, where
 	// the password would cross the network in the clear.
 	AllowPlaintext bool `yaml:"allow_plaintext"`
+	// MaxFailures is how often a message may fail before it is moved aside
+	// as poison (to Rejected, or flagged seen when there is none).
+	MaxFailures int `yaml:"max_failures"`
 }

@@ -21,6 +21,7 @@ const (
 	DefaultLogMaxLen       = 100000
 	DefaultIMAPMailbox     = "INBOX"
 	DefaultIMAPBatchSize   = 50
+	DefaultIMAPMaxFailures = 3
 
 	DefaultMaxConnections      = 1000
 	DefaultMaxConnectionsPerIP = 50
@@ -140,6 +141,7 @@ func (c *Config) ApplyDefaults() {
 		setString(&m.TLS, TLSImplicit)
 		setString(&m.Mailbox, DefaultIMAPMailbox)
 		setInt(&m.BatchSize, DefaultIMAPBatchSize)
+		setInt(&m.MaxFailures, DefaultIMAPMaxFailures)
 		setDuration(&m.PollInterval, DefaultPollInterval)
 		normalizeOne(&m.Address, NormalizeAddress)
 	}

@@ -390,6 +390,7 @@ func (c *Config) validateIMAP(p *problems, spaceOf map[string]int) {
 		}
 		positive(p, path+".poll_interval", int64(m.PollInterval))
 		positive(p, path+".batch_size", int64(m.BatchSize))
+		positive(p, path+".max_failures", int64(m.MaxFailures))
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"mailgw/imap"
 	"mailgw/ingest"
 	"mailgw/smtp"
 	"mailgw/verify"
@@ -88,6 +90,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	go vs.Run(workCtx, time.Second)
+	pollersDone, err := startPollers(workCtx, a, h)
+	if err != nil {
+		return err
+	}
 	served := make(chan error, 2)
 	go func() { served <- srv.Serve(smtpLn) }()
 	go func() {
@@ -111,8 +117,35 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		a.log.Warn().Err(err).Msg("http drain incomplete")
 	}
 	stopWork()
+	// Each poller finishes the message in hand: its write and its flag.
+	select {
+	case <-pollersDone:
+	case <-dctx.Done():
+		a.log.Warn().Msg("imap pollers did not stop in time")
+	}
 	a.log.Info().Msg("stopped")
 	return nil
+}
+
+// startPollers runs one poller per configured mailbox; the returned
+// channel closes when all have stopped after ctx ends.
+func startPollers(ctx context.Context, a *app, h *ingest.Handler) (<-chan struct{}, error) {
+	var wg sync.WaitGroup
+	for _, m := range a.cfg.IMAP {
+		pw, err := imap.Password(m)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		p := imap.New(m, pw, h, a.rdb, a.log, imap.Options{
+			Prefix:          a.cfg.Redis.Prefix,
+			RedisTimeout:    a.cfg.Redis.Timeout.D(),
+			MaxMessageBytes: a.cfg.SMTP.MaxMessageBytes,
+		})
+		wg.Go(func() { p.Run(ctx) })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done, nil
 }
 
 func printDemoHint(w io.Writer, addr net.Addr, support string) {
