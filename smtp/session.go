@@ -63,10 +63,14 @@ func (s *session) setBusy(busy bool) {
 	}
 }
 
-func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
+func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.srv.isDraining() {
 		s.closeAfterReply()
 		return toSMTP(&replyShutdown)
+	}
+	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
+		// go-smtp's own check allows one byte more (see New).
+		return toSMTP(&replyTooLarge)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,6 +172,10 @@ func (s *session) receive(r io.Reader) (res ingest.Result, err error) {
 	s.setBusy(true)
 	defer func() {
 		s.setBusy(false)
+		if s.srv.isDraining() {
+			// The drain waited for this message; its reply is the last.
+			s.closeAfterReply()
+		}
 		if p := recover(); p != nil {
 			s.srv.log.Error().Str("remote", s.remote).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic while handling a message")
 			err = replyReadFailed.withCause(fmt.Errorf("panic: %v", p))
