@@ -14,6 +14,7 @@ type Config struct {
 	Access        Access         `yaml:"access"`
 	Verify        Verify         `yaml:"verify"`
 	Limits        Limits         `yaml:"limits"`
+	Rate          Rate           `yaml:"rate"`
 	Spaces        []Space        `yaml:"spaces"`
 	Organizations []Organization `yaml:"organizations"`
 	Customers     []Customer     `yaml:"customers"`
@@ -59,6 +60,10 @@ type SMTP struct {
 	DataGrace   Duration `yaml:"data_grace"`
 	// ShutdownGrace is how long SIGTERM waits for transactions in flight.
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// ConnectionRatePerIP and MessageRatePerIP are counted per instance;
+	// over them a connection gets 421 4.7.0, a message 451 4.7.1.
+	ConnectionRatePerIP Limit `yaml:"connection_rate_per_ip"`
+	MessageRatePerIP    Limit `yaml:"message_rate_per_ip"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -136,6 +141,26 @@ type Limits struct {
 	MaxParts       int `yaml:"max_parts"`
 	MaxDepth       int `yaml:"max_depth"`
 }
+
+// Rate limits floods and mail loops (DESIGN §2 row 6). A Count below zero
+// turns a limit off; the SMTP listener has per-IP limits of its own.
+type Rate struct {
+	// Sender and Space count messages per sender address and per space,
+	// over every channel but replay; over the limit is rate_limited: SMTP
+	// answers 451 4.7.1 and IMAP leaves the mail for later.
+	Sender Limit `yaml:"sender"`
+	Space  Limit `yaml:"space"`
+}
+
+// Limit allows Count events per Window.
+type Limit struct {
+	Count  int      `yaml:"count"`
+	Window Duration `yaml:"window"`
+}
+
+// Off reports whether the limit is turned off.
+// A zero Count only occurs before defaults are applied; it limits nothing.
+func (l Limit) Off() bool { return l.Count <= 0 }
 
 // Space is a service space (project) with its support addresses.
 type Space struct {

@@ -30,6 +30,14 @@ const (
 	DefaultVerifyPerDomain     = 50
 	DefaultVerifyGlobal        = 500
 
+	// A mail loop runs at one message every second or two: 20 a minute
+	// from one sender stops it within a minute, far above what a person
+	// writes.
+	DefaultRateSender          = 20
+	DefaultRateSpace           = 1000
+	DefaultRateSMTPConnections = 3000
+	DefaultRateSMTPMessages    = 3000
+
 	DefaultRetention      = 720 * time.Hour
 	DefaultRedisTimeout   = 5 * time.Second
 	DefaultCommandTimeout = 5 * time.Minute
@@ -102,6 +110,19 @@ func (c *Config) ApplyDefaults() {
 	setDuration(&c.Verify.Cooldown, DefaultVerifyCooldown)
 	setInt(&c.Verify.PerDomainPerHour, DefaultVerifyPerDomain)
 	setInt(&c.Verify.GlobalPerHour, DefaultVerifyGlobal)
+
+	for _, r := range []struct {
+		l     *Limit
+		count int
+	}{
+		{&c.Rate.Sender, DefaultRateSender},
+		{&c.Rate.Space, DefaultRateSpace},
+		{&c.SMTP.ConnectionRatePerIP, DefaultRateSMTPConnections},
+		{&c.SMTP.MessageRatePerIP, DefaultRateSMTPMessages},
+	} {
+		setInt(&r.l.Count, r.count)
+		setDuration(&r.l.Window, time.Minute)
+	}
 
 	l := &c.Limits
 	setInt(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)

@@ -51,6 +51,15 @@ func (c *Config) Validate() error {
 	c.validateAccess(&p)
 	positive(&p, "verify.ttl", int64(c.Verify.TTL))
 	positive(&p, "verify.cooldown", int64(c.Verify.Cooldown))
+	for _, r := range []struct {
+		path string
+		l    Limit
+	}{
+		{"rate.sender", c.Rate.Sender}, {"rate.space", c.Rate.Space},
+		{"smtp.connection_rate_per_ip", c.SMTP.ConnectionRatePerIP}, {"smtp.message_rate_per_ip", c.SMTP.MessageRatePerIP},
+	} {
+		positive(&p, r.path+".window", int64(r.l.Window))
+	}
 	positive(&p, "verify.per_domain_per_hour", int64(c.Verify.PerDomainPerHour))
 	positive(&p, "verify.global_per_hour", int64(c.Verify.GlobalPerHour))
 	positive(&p, "limits.max_header_bytes", int64(c.Limits.MaxHeaderBytes))

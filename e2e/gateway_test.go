@@ -119,7 +119,7 @@ type gwOptions struct {
 
 const configTemplate = `hostname: %s
 redis: {url: %q%s}
-smtp: {listen: "127.0.0.1:%d"%s}
+smtp: {listen: "127.0.0.1:%d", connection_rate_per_ip: {count: -1}, message_rate_per_ip: {count: -1}%s}
 http: {listen: "127.0.0.1:%d"}
 access:
   internal_domains: [example.com]
@@ -132,6 +132,9 @@ spaces:
 customers:
   - {email: carol@example.com, name: Carol}
 agents: [agent@example.com]
+# The load tests flood from one sender on purpose; rate limits have tests
+# of their own.
+rate: {sender: {count: -1}, space: {count: -1}}
 `
 
 func writeConfig(t testing.TB, smtpPort, httpPort int, opts gwOptions) string {

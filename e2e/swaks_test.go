@@ -140,7 +140,7 @@ func TestSwaks(t *testing.T) {
 		"references":    "",
 		"cc":            "",
 		"html":          "",
-		"auth":          "none",
+		"auth":          "none: no trusted Authentication-Results",
 	}
 	for k, v := range want {
 		if got, ok := e.Values[k]; !ok || got != v {

@@ -474,3 +474,27 @@ func (d *Directory) Seed(ctx context.Context, cfg *config.Config) error {
 	}
 	return nil
 }
+
+// activate makes a pending account active and leaves any other status
+// alone, in one step: a confirmation must never re-enable an account an
+// operator disabled.
+var activate = redis.NewScript(`
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'pending' then redis.call('HSET', KEYS[1], 'status', 'active') end
+return status
+`)
+
+// Activate confirms a pending account and returns its status before.
+func (d *Directory) Activate(ctx context.Context, addr string) (string, error) {
+	ctx, cancel := d.ctx(ctx)
+	defer cancel()
+	status, err := activate.Run(ctx, d.rdb, []string{d.customerKey(addr)}).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("identify: customer %s: %w", addr, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("identify: activate %s: %w", addr, err)
+	}
+	return status, nil
+}

@@ -12,6 +12,7 @@ import (
 // Settings are the site-wide access settings compiled for fast matching.
 type Settings struct {
 	signup           string
+	requireDMARC     bool
 	externalAccounts string
 	internal         map[string]bool
 	external         map[string]bool
@@ -28,6 +29,7 @@ type Settings struct {
 func NewSettings(a config.Access) (*Settings, error) {
 	s := &Settings{
 		signup:           a.Signup,
+		requireDMARC:     a.Authentication.Require == config.RequireDMARC,
 		externalAccounts: a.ExternalAccounts,
 		internal:         map[string]bool{},
 		external:         map[string]bool{},
@@ -145,6 +147,13 @@ type Facts struct {
 	// says the sender is its requester or one of its participants.
 	ThreadRequest     string
 	ThreadParticipant bool
+	// Auth is the authentication verdict for the From domain;
+	// NonCanonicalFrom says the From address was written in a form (NFD)
+	// that only looks like the address it normalizes to.
+	Auth             Verdict
+	NonCanonicalFrom bool
+	// Throttle is set when the sender or the space is over its rate limit.
+	Throttle *Throttle
 }
 
 // Screen applies rows 1 to 3 of the policy, which need nothing but the
@@ -179,18 +188,39 @@ func Screen(f Facts, sender string, set *Settings) (Decision, bool) {
 	return Decision{}, false
 }
 
+// Admit applies rows 4 and 5: who may not be trusted, and what was
+// already routed. Callers count rate limits only for messages it admits.
+func Admit(f Facts, set *Settings) (Decision, bool) {
+	// Row 4. Unauthenticated mail can neither speak for a customer nor
+	// provision one, so with require: dmarc it is refused whoever it claims
+	// to be.
+	if f.NonCanonicalFrom {
+		return rejected(ReasonUnauthenticated, "From address is not written in canonical (NFC) form"), true
+	}
+	if set.requireDMARC && f.Auth.Result != VerdictPass {
+		return rejected(ReasonUnauthenticated, "access.authentication.require is dmarc, verdict: "+f.Auth.String()), true
+	}
+	// Row 5.
+	if f.Duplicate {
+		return Decision{Outcome: Ignored, Reason: ReasonDuplicate, Request: f.DuplicateOf, Detail: "Message-ID already routed to this space"}, true
+	}
+	return Decision{}, false
+}
+
 // Decide applies the customer access policy: the first matching row of the
-// table in DESIGN §2 wins. Rows 0 (no route), 4 (authentication) and 6 (rate
-// limits) are decided by the callers that own those lookups; a message
-// reaching Decide has a space.
+// table in DESIGN §2 wins. Row 0 (no route) is decided by the router; a
+// message reaching Decide has a space.
 func Decide(f Facts, s Sender, sp Space, set *Settings) Decision {
 	if d, done := Screen(f, s.Address, set); done {
 		return d
 	}
+	if d, done := Admit(f, set); done {
+		return d
+	}
 
-	// Row 5.
-	if f.Duplicate {
-		return Decision{Outcome: Ignored, Reason: ReasonDuplicate, Request: f.DuplicateOf, Detail: "Message-ID already routed to this space"}
+	// Row 6.
+	if f.Throttle != nil {
+		return Decision{Outcome: Deferred, Reason: ReasonRateLimited, Detail: f.Throttle.String()}
 	}
 
 	// Row 7: a participant's reply joins the request it answers.

@@ -70,6 +70,8 @@ type Handler struct {
 	hostname  string
 	recorder  route.Recorder
 	verifier  Verifier
+	auth      *identify.Authenticator
+	limiter   *identify.Limiter
 	now       func() time.Time
 	dryRun    bool
 }
@@ -83,6 +85,9 @@ type Options struct {
 	// Verifier is told of every newly held message so it can mail the
 	// sender a verification link; nil sends none.
 	Verifier Verifier
+	// Resolver answers DNS TXT queries for DKIM and DMARC; nil uses the
+	// system's. Tests inject one to run offline.
+	Resolver identify.Resolver
 }
 
 // Verifier is the verification stage as ingest sees it.
@@ -122,6 +127,8 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 		hostname: cfg.Hostname,
 		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun},
 		verifier: opt.Verifier,
+		auth:     identify.NewAuthenticator(cfg.Access.Authentication, opt.Resolver),
+		limiter:  identify.NewLimiter(rdb, cfg.Redis.Prefix, cfg.Rate, cfg.Redis.Timeout.D(), now),
 		now:      now,
 		dryRun:   opt.DryRun,
 	}, nil
@@ -130,8 +137,8 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 // NewStore returns the route store configured by cfg.
 func NewStore(cfg *config.Config, rdb redis.UniversalClient) *route.Store {
 	return route.NewStore(rdb, route.Options{
-		Prefix:       cfg.Redis.Prefix,
-		Retention:    cfg.Redis.Retention.D(),
+		Prefix:    cfg.Redis.Prefix,
+		Retention: cfg.Redis.Retention.D(),
 		// The expiry sweep settles holds; the TTL only catches what it missed.
 		HoldTTL:      cfg.Verify.TTL.D() + 24*time.Hour,
 		LogMaxLen:    cfg.Redis.LogMaxLen,
@@ -153,6 +160,7 @@ type message struct {
 	from    string // normalized
 	problem parse.Problem
 	why     string
+	facts   identify.Facts // what holds for every space: problem, machine class, verdict
 }
 
 // Handle decides one message for every space it is addressed to, carries
@@ -181,6 +189,9 @@ func (h *Handler) Handle(ctx context.Context, env Envelope, raw []byte) Result {
 
 	res := Result{MessageID: m.id, From: m.from}
 	spaces, unrouted := h.spacesFor(m)
+	if len(spaces) > 0 {
+		h.authenticate(ctx, m)
+	}
 	for _, rcpt := range unrouted {
 		res.Decisions = append(res.Decisions, h.finish(ctx, m, SpaceDecision{
 			Recipient: rcpt,
@@ -251,11 +262,23 @@ func deferred(err error) identify.Decision {
 }
 
 // decide runs the policy for one space and carries out its decision.
-func (h *Handler) decide(ctx context.Context, m *message, space config.Space) identify.Decision {
-	facts := identify.Facts{
+// authenticate establishes the verdict for the From domain once per
+// message, unless rows 1-3 settle it anyway (they need no verdict, and a
+// bounce should cost no DNS lookup).
+func (h *Handler) authenticate(ctx context.Context, m *message) {
+	m.facts = identify.Facts{
 		Problem: m.problem, ProblemWhy: m.why,
 		Machine: m.msg.Machine, MachineWhy: m.msg.MachineWhy,
 	}
+	if _, done := identify.Screen(m.facts, m.from, h.settings); done {
+		return
+	}
+	m.facts.Auth = h.auth.Verdict(ctx, m.msg, m.raw, m.from)
+	m.facts.NonCanonicalFrom = !identify.CanonicalFrom(m.msg.From[0].Address)
+}
+
+func (h *Handler) decide(ctx context.Context, m *message, space config.Space) identify.Decision {
+	facts := m.facts
 	if d, done := identify.Screen(facts, m.from, h.settings); done {
 		return d
 	}
@@ -263,12 +286,21 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	if err != nil {
 		return deferred(err)
 	}
+	facts.Duplicate, facts.DuplicateOf = seen.Duplicate, seen.DuplicateOf
+	facts.ThreadRequest, facts.ThreadParticipant = seen.ThreadRequest, seen.Participant
+	if d, done := identify.Admit(facts, h.settings); done {
+		return d
+	}
 	sender, err := h.dir.Lookup(ctx, m.from, space.Key)
 	if err != nil {
 		return deferred(err)
 	}
-	facts.Duplicate, facts.DuplicateOf = seen.Duplicate, seen.DuplicateOf
-	facts.ThreadRequest, facts.ThreadParticipant = seen.ThreadRequest, seen.Participant
+	// Replay is an operator re-processing stored mail, not a flood.
+	if m.env.Channel != ChannelReplay && !h.dryRun {
+		if facts.Throttle, err = h.limiter.Count(ctx, m.from, space.Key); err != nil {
+			return deferred(err)
+		}
+	}
 	d := identify.Decide(facts, sender, identify.Space{Key: space.Key, Restricted: space.ChannelAccess == config.ChannelRestricted}, h.settings)
 	if h.dryRun {
 		return d
@@ -392,7 +424,7 @@ func (h *Handler) request(m *message, space config.Space, d identify.Decision) r
 			{Name: "attachments", Value: attachmentsJSON(msg.Attachments)},
 			{Name: "received_at", Value: m.env.ReceivedAt.UTC().Format(time.RFC3339)},
 			{Name: "channel", Value: m.env.Channel},
-			{Name: "auth", Value: "none"},
+			{Name: "auth", Value: m.facts.Auth.String()},
 		},
 	}
 }

@@ -153,7 +153,7 @@ func TestStreamEntryFields(t *testing.T) {
 		"from_name": "Carol C.", "account_type": "internal", "new_customer": "false", "subject": "Drücker",
 		"message_id": "f1@example.com", "in_reply_to": "", "references": "", "cc": "dan@example.com, it@example.com",
 		"reply_to": "other@example.com", "envelope_from": "bounce@example.com", "attachments": "[]",
-		"channel": "replay", "auth": "none", "raw_key": "mailgw:{IT}:raw:IT-1", "html": "",
+		"channel": "replay", "auth": "none: no trusted Authentication-Results", "raw_key": "mailgw:{IT}:raw:IT-1", "html": "",
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -11,66 +11,95 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 )
 
-const firstChunk = 64 << 10
+const (
+	firstChunk = 64 << 10
+	// readStep bounds one read: go-smtp's data reader returns only when
+	// the buffer is full, and the rate check runs between reads.
+	readStep = 4 << 10
+)
 
-// readMessage reads the message data after trace into memory that is
-// counted against the in-flight budget, enforcing the minimum data rate.
-// The returned release gives the memory back to the budget; call it when
-// the message has been handled.
+// readMessage reads the message data after trace into memory counted
+// against the in-flight budget. Each read must arrive before the earlier of
+// the command timeout and the moment the sender would fall under the
+// minimum data rate, so a slow sender is cut off. The returned release gives the memory back to
+// the budget; call it when the message has been handled.
 func (s *Server) readMessage(r io.Reader, nc net.Conn, trace string) ([]byte, func(), error) {
+	maxData := s.cfg.MaxMessageBytes
 	var held int64
 	release := func() { s.budget.Release(held) }
-	grow := func(buf []byte, want int) ([]byte, error) {
-		delta := int64(want - cap(buf))
-		if !s.budget.TryAcquire(delta) {
-			return buf, &replyNoMemory
+	// charge makes the budget cover n bytes of message data; the one byte
+	// read past the limit to notice it is not charged.
+	charge := func(n int64) error {
+		n = min(n, maxData)
+		if n <= held {
+			return nil
 		}
-		held += delta
-		nb := make([]byte, len(buf), want)
-		copy(nb, buf)
-		return nb, nil
+		if !s.budget.TryAcquire(n - held) {
+			return &replyNoMemory
+		}
+		held = n
+		return nil
 	}
-	buf, err := grow(nil, len(trace)+firstChunk)
-	if err != nil {
+	if err := charge(firstChunk); err != nil {
 		return nil, release, err
 	}
+	buf := make([]byte, 0, len(trace)+firstChunk)
 	buf = append(buf, trace...)
-	limit := len(trace) + int(s.cfg.MaxMessageBytes) + 1
+	limit := len(trace) + int(maxData) + 1
 	start := time.Now()
+	rate := float64(s.cfg.MinDataRate)
 	for {
 		if len(buf) == cap(buf) {
 			want := min(2*cap(buf), limit)
 			if want <= cap(buf) {
 				return nil, release, &replyTooLarge
 			}
-			if buf, err = grow(buf, want); err != nil {
+			if err := charge(int64(want - len(trace))); err != nil {
 				return nil, release, err
 			}
+			nb := make([]byte, len(buf), want)
+			copy(nb, buf)
+			buf = nb
 		}
-		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.CommandTimeout.D()))
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		received := len(buf) - len(trace)
+		deadline := time.Now().Add(s.cfg.CommandTimeout.D())
+		if rate > 0 {
+			due := start.Add(s.cfg.DataGrace.D() + time.Duration(float64(received+readStep)/rate*float64(time.Second)))
+			deadline = minTime(deadline, due)
+		}
+		_ = nc.SetReadDeadline(deadline)
+		n, err := r.Read(buf[len(buf):min(cap(buf), len(buf)+readStep)])
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err != nil {
-			if errors.Is(err, gosmtp.ErrDataTooLarge) {
-				return nil, release, &replyTooLarge
-			}
-			return nil, release, replyReadFailed.withCause(err)
-		}
-		if elapsed := time.Since(start); elapsed > s.cfg.DataGrace.D() &&
-			float64(len(buf)-len(trace)) < float64(s.cfg.MinDataRate)*elapsed.Seconds() {
-			// Closing is the only way to stop a slow sender: go-smtp would
-			// otherwise keep reading the rest of its data.
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.Is(err, gosmtp.ErrDataTooLarge):
+			return nil, release, &replyTooLarge
+		case errors.Is(err, gosmtp.ErrTooLongLine):
+			return nil, release, &replyLineTooLong
+		case errors.As(err, &ne) && ne.Timeout():
+			// Closing is the only way to stop a slow sender: go-smtp
+			// would otherwise keep reading the rest of its data.
 			_ = nc.Close()
-			return nil, release, replyTooSlow.withCause(fmt.Errorf("%d bytes in %s", len(buf)-len(trace), elapsed.Round(time.Second)))
+			return nil, release, replyTooSlow.withCause(fmt.Errorf("%d bytes in %s", received+n, time.Since(start).Round(time.Second)))
+		default:
+			return nil, release, replyReadFailed.withCause(err)
 		}
 	}
 	if i := bareNewline(buf[len(trace):]); i >= 0 {
 		return nil, release, replyBareNewline.withCause(fmt.Errorf("bare CR or LF at byte %d", i))
 	}
 	return buf, release, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // bareNewline returns the offset of the first CR not followed by LF or LF

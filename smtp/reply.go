@@ -61,10 +61,12 @@ var (
 	replyBadAddress  = Reply{Code: 501, Enhanced: gosmtp.EnhancedCode{5, 1, 3}, Text: "Bad recipient address syntax"}
 	replyBadSender   = Reply{Code: 501, Enhanced: gosmtp.EnhancedCode{5, 1, 7}, Text: "Bad sender address syntax"}
 	replyBareNewline = Reply{Code: 554, Enhanced: gosmtp.EnhancedCode{5, 6, 0}, Reason: identify.ReasonMalformed, Text: "Bare LF or CR in message: lines must end with CRLF (malformed)"}
+	replyLineTooLong = Reply{Code: 554, Enhanced: gosmtp.EnhancedCode{5, 6, 0}, Reason: identify.ReasonMalformed, Text: "Line too long (malformed)"}
 	replyTooLarge    = Reply{Code: 552, Enhanced: gosmtp.EnhancedCode{5, 3, 4}, Reason: identify.ReasonTooLarge, Text: "Message too big (too_large)"}
 	replyNoMemory    = Reply{Code: 451, Enhanced: gosmtp.EnhancedCode{4, 3, 1}, Text: "Insufficient system resources, try again later"}
 	replyTooSlow     = Reply{Code: 421, Enhanced: gosmtp.EnhancedCode{4, 4, 2}, Text: "Data rate too low, closing connection"}
 	replyReadFailed  = Reply{Code: 451, Enhanced: gosmtp.EnhancedCode{4, 3, 0}, Text: "Error reading message, try again later"}
+	replyIPRate      = Reply{Code: 451, Enhanced: gosmtp.EnhancedCode{4, 7, 1}, Reason: identify.ReasonRateLimited, Text: "Too much mail from your address, try again later (rate_limited)"}
 	replyShutdown    = Reply{Code: 421, Enhanced: gosmtp.EnhancedCode{4, 3, 2}, Text: "Service shutting down, try again later"}
 )
 

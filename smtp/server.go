@@ -44,6 +44,8 @@ type Server struct {
 	smtp     *gosmtp.Server
 	budget   *semaphore.Weighted
 	domains  map[string]bool // domains of the support addresses
+	connRate *ipRate
+	msgRate  *ipRate
 
 	// base is the context of all message handling; it is cancelled only
 	// when a drain runs out of time.
@@ -64,6 +66,8 @@ func New(cfg config.SMTP, hostname string, spaces []config.Space, h Handler, log
 		log:      log.With().Str("component", "smtp").Logger(),
 		budget:   semaphore.NewWeighted(cfg.MaxInflightBytes),
 		domains:  map[string]bool{},
+		connRate: newIPRate(cfg.ConnectionRatePerIP),
+		msgRate:  newIPRate(cfg.MessageRatePerIP),
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	for _, sp := range spaces {
@@ -74,7 +78,10 @@ func New(cfg config.SMTP, hostname string, spaces []config.Space, h Handler, log
 	srv := gosmtp.NewServer(s)
 	srv.Domain = hostname
 	srv.LMTP = cfg.LMTP
-	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	// go-smtp refuses a message of exactly MaxMessageBytes (its reader
+	// reports the limit before it sees the end of data), so it gets one
+	// byte more and readMessage enforces the exact limit.
+	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
 	srv.MaxRecipients = cfg.MaxRecipients
 	srv.MaxLineLength = cfg.MaxLineLength
 	srv.ReadTimeout = cfg.CommandTimeout.D()
@@ -111,7 +118,7 @@ func Listen(cfg config.SMTP) (net.Listener, error) {
 
 // Serve accepts connections on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
-	ll := newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.log)
+	ll := newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.connRate, s.log)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ll)
 	s.mu.Unlock()
@@ -138,7 +145,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		s.cancel()
-		s.smtp.Close()
+		// go-smtp's Close does nothing once Shutdown has begun, so the
+		// connections still open are closed here.
+		for _, ll := range listeners {
+			ll.closeAll()
+		}
 		return fmt.Errorf("smtp: drain: %w", err)
 	}
 	s.cancel()
@@ -166,7 +177,16 @@ func (s *Server) isDraining() bool {
 type errorLog struct{ log zerolog.Logger }
 
 func (l errorLog) Printf(format string, v ...any) {
-	l.log.Error().Msg(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	// go-smtp v0.25.1 runs BDAT's Data on a goroutine that reads the
+	// session after a hang-up has cleared it, and recovers the resulting
+	// nil dereference. Any client can cause it, so it is not an error
+	// of ours and its stack trace is not worth a log line each time.
+	if strings.HasPrefix(msg, "panic serving") && strings.Contains(msg, "handleBdat") {
+		l.log.Warn().Msg("client hung up during BDAT")
+		return
+	}
+	l.log.Error().Msg(msg)
 }
 
 func (l errorLog) Println(v ...any) {
@@ -178,6 +198,7 @@ func (l errorLog) Println(v ...any) {
 type limitListener struct {
 	net.Listener
 	max, perIP int
+	rate       *ipRate
 	log        zerolog.Logger
 
 	mu    sync.Mutex
@@ -186,22 +207,28 @@ type limitListener struct {
 	conns map[*countedConn]struct{}
 }
 
-func newLimitListener(ln net.Listener, max, perIP int, log zerolog.Logger) *limitListener {
-	return &limitListener{Listener: ln, max: max, perIP: perIP, log: log, byIP: map[string]int{}, conns: map[*countedConn]struct{}{}}
+func newLimitListener(ln net.Listener, max, perIP int, rate *ipRate, log zerolog.Logger) *limitListener {
+	return &limitListener{Listener: ln, max: max, perIP: perIP, rate: rate, log: log, byIP: map[string]int{}, conns: map[*countedConn]struct{}{}}
 }
 
 // closeIdle closes every connection that is not receiving a message,
 // including those that have not even said EHLO yet.
 func (l *limitListener) closeIdle() {
+	l.closeWhere(func(c *countedConn) bool { return !c.busy.Load() })
+}
+
+func (l *limitListener) closeAll() { l.closeWhere(func(*countedConn) bool { return true }) }
+
+func (l *limitListener) closeWhere(pick func(*countedConn) bool) {
 	l.mu.Lock()
-	var idle []*countedConn
+	var picked []*countedConn
 	for c := range l.conns {
-		if !c.busy.Load() {
-			idle = append(idle, c)
+		if pick(c) {
+			picked = append(picked, c)
 		}
 	}
 	l.mu.Unlock()
-	for _, c := range idle {
+	for _, c := range picked {
 		c.Close()
 	}
 }
@@ -213,6 +240,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c.RemoteAddr())
+		if n, ok := l.rate.allow(ip); !ok {
+			l.log.Warn().Str("remote", c.RemoteAddr().String()).Int("count", n).Int("limit", l.rate.limit.Count).Msg("connection rate limit reached: refused")
+			go refuse(c)
+			continue
+		}
 		l.mu.Lock()
 		over := l.total >= l.max || ip != "" && l.byIP[ip] >= l.perIP
 		var cc *countedConn

@@ -68,6 +68,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		s.closeAfterReply()
 		return toSMTP(&replyShutdown)
 	}
+	if n, ok := s.srv.msgRate.allow(remoteIP(s.conn.Conn().RemoteAddr())); !ok {
+		s.srv.log.Warn().Str("remote", s.remote).Int("count", n).Int("limit", s.srv.msgRate.limit.Count).Msg("message rate limit reached")
+		return toSMTP(&replyIPRate)
+	}
 	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
 		// go-smtp's own check allows one byte more (see New).
 		return toSMTP(&replyTooLarge)

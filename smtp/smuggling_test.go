@@ -2,8 +2,10 @@ package smtp
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"mailgw/config"
 )
@@ -20,27 +22,43 @@ const injected = "MAIL FROM:<ceo@example.com>\r\n" +
 // behind an end-of-data look-alike or a bare line end, each followed by
 // the real end of data.
 var smugglingCases = []struct {
-	name string
-	data string
+	name  string
+	data  string
+	quirk string // how go-smtp's data reader deviates, see below
 }{
-	{"LF.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n.\n" + injected},
-	{"LF.CRLF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n.\r\n" + injected},
-	{"CR.CR", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r.\r" + injected},
-	{"CRLF.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r\n.\n" + injected},
-	{"CRLF.CR", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r\n.\r" + injected},
-	{"CR.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r.\n" + injected},
-	{"bare LF in header", "From: carol@example.com\r\nSubject: a\nBcc: x@example.com\r\n\r\nbody\r\n" + injected},
-	{"bare CR in header", "From: carol@example.com\r\nSubject: a\rBcc: x@example.com\r\n\r\nbody\r\n" + injected},
-	{"bare LF in body", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n" + injected},
-	{"bare CR in body", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r" + injected},
-	{"bare LF before end", "From: carol@example.com\r\nSubject: a\r\n\r\n" + injected + "tail\n"},
-	{"bare CR before end", "From: carol@example.com\r\nSubject: a\r\n\r\n" + injected + "tail\rx"},
+	{"LF.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n.\n" + injected, ""},
+	{"LF.CRLF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n.\r\n" + injected, ""},
+	{"CR.CR", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r.\r" + injected, ""},
+	{"CRLF.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r\n.\n" + injected, ""},
+	// go-smtp v0.25.1 drops ".\r" at the start of a line when no LF follows,
+	// so the bare CR never reaches mailgw: the injected text stays inside
+	// the one message (it ends nothing early and runs no command).
+	{"CRLF.CR", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r\n.\r" + injected, quirkMerged},
+	{"CR.LF", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r.\n" + injected, ""},
+	{"bare LF in header", "From: carol@example.com\r\nSubject: a\nBcc: x@example.com\r\n\r\nbody\r\n" + injected, ""},
+	{"bare CR in header", "From: carol@example.com\r\nSubject: a\rBcc: x@example.com\r\n\r\nbody\r\n" + injected, ""},
+	{"bare LF in body", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\n" + injected, ""},
+	{"bare CR in body", "From: carol@example.com\r\nSubject: a\r\n\r\nbody\r" + injected, ""},
+	{"bare LF before end", "From: carol@example.com\r\nSubject: a\r\n\r\n" + injected + "tail\n", ""},
+	{"bare CR before end", "From: carol@example.com\r\nSubject: a\r\n\r\n" + injected + "tail\rx", ""},
+	// The data ends in "\r\r\n.\r\n": go-smtp v0.25.1 loses the line start
+	// after "\r\r" and never sees the end of data; mailgw's data-rate
+	// deadline then closes the connection, and nothing is queued.
+	{"bare CR just before the end of data", "From: carol@example.com\r\nSubject: a\r\n\r\n" + injected + "tail\r", quirkStalls},
 }
+
+const (
+	quirkMerged = "merged"
+	quirkStalls = "stalls"
+)
 
 func TestSmuggling(t *testing.T) {
 	for _, tt := range smugglingCases {
 		t.Run(tt.name, func(t *testing.T) {
-			ts, h := fakeServer(t, nil)
+			ts, h := fakeServer(t, func(c *config.Config) {
+				c.SMTP.DataGrace = config.Duration(300 * time.Millisecond)
+				c.SMTP.MinDataRate = 1000
+			})
 			c := dialRaw(t, ts.addr)
 			c.greet()
 			c.send("MAIL FROM:<carol@example.com>\r\nRCPT TO:<it@example.com>\r\nDATA\r\n")
@@ -52,6 +70,26 @@ func TestSmuggling(t *testing.T) {
 				data += "\r\n"
 			}
 			c.send(data + ".\r\n")
+			switch tt.quirk {
+			case quirkMerged:
+				c.expect(250, "2.0.0")
+				msgs := h.messages()
+				if len(msgs) != 1 || !strings.Contains(string(msgs[0].raw), "MAIL FROM:<ceo@example.com>") {
+					t.Fatalf("handler got %d messages, want the one message with the injected text in its body", len(msgs))
+				}
+				if r := c.cmd("NOOP"); r.code != 250 {
+					t.Fatalf("reply after DATA = %v, want the NOOP's: the injected transaction was run", r)
+				}
+				return
+			case quirkStalls:
+				if replies := c.waitClosed(); len(replies) != 0 {
+					t.Errorf("replies before the close: %v", replies)
+				}
+				if msgs := h.messages(); len(msgs) != 0 {
+					t.Fatalf("handler got %d messages, want none", len(msgs))
+				}
+				return
+			}
 			r := c.reply()
 			if r.code != 554 || r.enhanced() != "5.6.0" {
 				t.Errorf("DATA reply = %v, want 554 5.6.0", r)
@@ -200,5 +238,32 @@ func TestBDATOverSize(t *testing.T) {
 	}
 	if r := c.cmd("NOOP"); r.code != 250 {
 		t.Errorf("NOOP after refusal: %v", r)
+	}
+}
+
+// TestBDATClientGone: a client that hangs up after announcing a chunk it
+// never sends must not make the server panic (go-smtp runs Data for BDAT
+// on its own goroutine and reads the session from the connection, which
+// Close has already cleared).
+func TestBDATClientGone(t *testing.T) {
+	ts, _ := fakeServer(t, nil)
+	for i := 0; i < 20; i++ {
+		c := dialRaw(t, ts.addr)
+		c.send("EHLO client.example\r\nMAIL FROM:<carol@example.com>\r\nRCPT TO:<it@example.com>\r\nBDAT 10\r\n")
+		if tc, ok := c.c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		c.waitClosed()
+	}
+	// A full transaction afterwards: the server goes on, and by the time it
+	// is answered the sessions above have ended.
+	d := dialClient(t, ts.addr)
+	if _, err := send(d, "carol@example.com", []string{"it@example.com"}, message("carol@example.com", "it@example.com", "after", "x")); err != nil {
+		t.Fatalf("transaction after the hang-ups: %v", err)
+	}
+	logs := ts.logs.String()
+	if n := strings.Count(logs, "panic"); n > 0 {
+		first, _, _ := strings.Cut(logs[strings.Index(logs, "panic"):], `\n`)
+		t.Errorf("hang-ups mid-BDAT logged %d panics, the first: %s", strings.Count(logs, `"level":"error"`), first)
 	}
 }

@@ -111,8 +111,8 @@ func (s *Service) compose(h Held, link string) ([]byte, error) {
 // oneLine keeps a sender-supplied string from breaking the mail's layout.
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 200 {
-		s = s[:200] + "…"
+	if r := []rune(s); len(r) > 200 {
+		s = string(r[:200]) + "…"
 	}
 	return s
 }

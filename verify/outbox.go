@@ -25,10 +25,11 @@ const (
 	outboxTTL   = 7 * 24 * time.Hour
 )
 
+// outboxItem is a verification mail to be made and sent: the link is
+// created at delivery, so the outbox never holds one.
 type outboxItem struct {
 	ID       string    `json:"id"`
-	To       string    `json:"to"`
-	Message  []byte    `json:"message"`
+	Held     Held      `json:"held"`
 	Attempts int       `json:"attempts"`
 	Created  time.Time `json:"created"`
 }
@@ -39,12 +40,12 @@ func (s *Service) rateKey(scope string, hour int64) string {
 	return s.opt.Prefix + "rl:verify:" + scope + ":" + strconv.FormatInt(hour, 10)
 }
 
-func (s *Service) enqueue(ctx context.Context, to string, msg []byte) error {
+func (s *Service) enqueue(ctx context.Context, h Held) error {
 	var id [9]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return fmt.Errorf("verify: outbox: %w", err)
 	}
-	it := outboxItem{ID: hex.EncodeToString(id[:]), To: to, Message: msg, Created: s.now()}
+	it := outboxItem{ID: hex.EncodeToString(id[:]), Held: h, Created: s.now()}
 	b, _ := json.Marshal(it)
 	if err := s.rdb.Set(ctx, s.outboxItemKey(it.ID), b, outboxTTL).Err(); err != nil {
 		return fmt.Errorf("verify: outbox: %w", err)
@@ -98,18 +99,27 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 		s.log.Error().Err(err).Str("id", id).Msg("unreadable outbox item dropped")
 		return s.finish(cctx, id)
 	}
-	if wait, err := s.overLimit(cctx, it.To); err != nil || wait > 0 {
+	to := it.Held.Address
+	if wait, err := s.overLimit(cctx, to); err != nil || wait > 0 {
 		if err != nil {
 			return err
 		}
-		s.log.Info().Str("to", it.To).Dur("wait", wait).Msg("verification mail throttled: sent later")
+		s.log.Info().Str("to", to).Dur("wait", wait).Msg("verification mail throttled: sent later")
 		return s.rdb.ZAdd(cctx, s.outboxKey(), redis.Z{Score: float64(s.now().Add(wait).UnixMilli()), Member: id}).Err()
 	}
-	from := s.fromAddress()
-	err = s.sender.Send(ctx, from, it.To, it.Message)
+	link, err := s.newLink(cctx, to)
+	if err != nil {
+		return err
+	}
+	msg, err := s.compose(it.Held, link)
+	if err != nil {
+		s.log.Error().Err(err).Str("to", to).Msg("verification mail cannot be composed: dropped")
+		return s.finish(cctx, id)
+	}
+	err = s.sender.Send(ctx, s.fromAddress(), to, msg)
 	if err == nil {
-		s.log.Info().Str("to", it.To).Int("attempt", it.Attempts+1).Msg("verification mail sent")
-		if err := s.countSent(cctx, it.To); err != nil {
+		s.log.Info().Str("to", to).Int("attempt", it.Attempts+1).Msg("verification mail sent")
+		if err := s.countSent(cctx, to); err != nil {
 			s.log.Warn().Err(err).Msg("verification rate counters not updated")
 		}
 		return s.finish(cctx, id)
@@ -118,11 +128,11 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 	var se *SendError
 	temporary := !errors.As(err, &se) || se.Temporary
 	if !temporary || it.Attempts >= maxAttempts {
-		s.log.Error().Err(err).Str("to", it.To).Int("attempts", it.Attempts).Msg("verification mail given up")
+		s.log.Error().Err(err).Str("to", to).Int("attempts", it.Attempts).Msg("verification mail given up")
 		return s.finish(cctx, id)
 	}
 	backoff := time.Duration(math.Min(float64(time.Minute)*math.Pow(2, float64(it.Attempts-1)), float64(4*time.Hour)))
-	s.log.Warn().Err(err).Str("to", it.To).Int("attempts", it.Attempts).Dur("retry_in", backoff).Msg("verification mail deferred")
+	s.log.Warn().Err(err).Str("to", to).Int("attempts", it.Attempts).Dur("retry_in", backoff).Msg("verification mail deferred")
 	nb, _ := json.Marshal(it)
 	pipe := s.rdb.Pipeline()
 	pipe.Set(cctx, s.outboxItemKey(id), nb, outboxTTL)

@@ -125,6 +125,11 @@ func (s *Smarthost) transact(c *gosmtp.Client, from, to string, msg []byte) erro
 		return err
 	}
 	if s.Username != "" {
+		if _, tlsOn := c.TLSConnectionState(); !tlsOn && s.TLS != config.TLSNone {
+			// A relay without STARTTLS (or an attacker who stripped it)
+			// would read the password: only tls: none sends it in clear.
+			return &SendError{Temporary: true, Err: errors.New("relay offers no TLS: not sending the password in clear")}
+		}
 		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
 			return err
 		}

@@ -155,8 +155,8 @@ func (s *Service) fromAddress() string {
 }
 
 // OnHeld sends the sender a verification link unless one went out within
-// the cooldown. The cooldown is set last, so a failure part-way leaves the
-// next held message free to try again.
+// the cooldown. The cooldown is claimed first, so concurrent messages from
+// one sender produce one mail, and given back if the mail cannot be queued.
 func (s *Service) OnHeld(ctx context.Context, h Held) error {
 	if ok, why := s.mailable(h.Address); !ok {
 		s.log.Info().Str("address", h.Address).Str("why", why).Msg("verification mail not sent")
@@ -164,18 +164,22 @@ func (s *Service) OnHeld(ctx context.Context, h Held) error {
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	n, err := s.rdb.Exists(ctx, s.cooldownKey(h.Address)).Result()
+	claimed, err := s.rdb.SetNX(ctx, s.cooldownKey(h.Address), "1", s.cfg.Cooldown.D()).Result()
 	if err != nil {
 		return fmt.Errorf("verify: cooldown of %s: %w", h.Address, err)
 	}
-	if n > 0 {
+	if !claimed {
 		return nil
 	}
-	if err := s.send(ctx, h); err != nil {
-		return err
+	// The expiry sweep must find this sender even if no mail goes out.
+	expires := float64(s.now().Add(s.cfg.TTL.D()).Unix())
+	err = s.rdb.ZAddNX(ctx, s.expiryKey(), redis.Z{Score: expires, Member: h.Address}).Err()
+	if err == nil {
+		err = s.request(ctx, h)
 	}
-	if err := s.rdb.Set(ctx, s.cooldownKey(h.Address), "1", s.cfg.Cooldown.D()).Err(); err != nil {
-		return fmt.Errorf("verify: cooldown of %s: %w", h.Address, err)
+	if err != nil {
+		s.rdb.Del(ctx, s.cooldownKey(h.Address))
+		return fmt.Errorf("verify: %s: %w", h.Address, err)
 	}
 	return nil
 }
@@ -198,36 +202,41 @@ func (s *Service) Resend(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	return s.send(ctx, h)
+	return s.request(ctx, h)
 }
 
-// send creates a token, notes when the address's holds expire and puts the
-// verification mail in the outbox.
-func (s *Service) send(ctx context.Context, h Held) error {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return fmt.Errorf("verify: token: %w", err)
+// request queues a verification mail. The token is made when the mail is
+// delivered, so no link ever rests in Redis in clear; without a smarthost
+// (a demo, a first try on a laptop) the link is made now and logged.
+func (s *Service) request(ctx context.Context, h Held) error {
+	if s.mailing {
+		return s.enqueue(ctx, h)
 	}
-	token := base64.RawURLEncoding.EncodeToString(raw[:])
-	expires := s.now().Add(s.cfg.TTL.D())
-	rec, _ := json.Marshal(tokenRecord{Address: h.Address, Expires: expires})
-	if err := s.rdb.Set(ctx, s.tokenKey(token), rec, s.cfg.TTL.D()+tokenGrace).Err(); err != nil {
-		return fmt.Errorf("verify: store token: %w", err)
-	}
-	if err := s.rdb.ZAdd(ctx, s.expiryKey(), redis.Z{Score: float64(expires.Unix()), Member: h.Address}).Err(); err != nil {
-		return fmt.Errorf("verify: note expiry: %w", err)
-	}
-	link := s.opt.PublicURL + "/verify/" + token
-	if !s.mailing {
-		// A demo or a first try on a laptop has no relay to mail through.
-		s.log.Warn().Str("address", h.Address).Str("link", link).Msg("no outbound.smarthost: verification link not mailed, logged instead")
-		return nil
-	}
-	msg, err := s.compose(h, link)
+	link, err := s.newLink(ctx, h.Address)
 	if err != nil {
 		return err
 	}
-	return s.enqueue(ctx, h.Address, msg)
+	s.log.Warn().Str("address", h.Address).Str("link", link).Msg("no outbound.smarthost: verification link not mailed, logged instead")
+	return nil
+}
+
+// newLink creates a token for addr, valid for verify.ttl, and returns its
+// link; the sender's holds expire with the newest token.
+func (s *Service) newLink(ctx context.Context, addr string) (string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("verify: token: %w", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	expires := s.now().Add(s.cfg.TTL.D())
+	rec, _ := json.Marshal(tokenRecord{Address: addr, Expires: expires})
+	if err := s.rdb.Set(ctx, s.tokenKey(token), rec, s.cfg.TTL.D()+tokenGrace).Err(); err != nil {
+		return "", fmt.Errorf("verify: store token: %w", err)
+	}
+	if err := s.rdb.ZAdd(ctx, s.expiryKey(), redis.Z{Score: float64(expires.Unix()), Member: addr}).Err(); err != nil {
+		return "", fmt.Errorf("verify: note expiry: %w", err)
+	}
+	return s.opt.PublicURL + "/verify/" + token, nil
 }
 
 // Pending is what a verification page shows.
@@ -301,12 +310,16 @@ func (s *Service) Confirm(ctx context.Context, token string) (Pending, []string,
 		return Pending{}, nil, err
 	}
 	p := Pending{Address: rec.Address, Used: rec.Used}
-	if err := s.dir.SetStatus(ctx, rec.Address, identify.StatusActive); err != nil {
-		if errors.Is(err, identify.ErrNotFound) {
-			// The account was removed at expiry: the link is dead.
-			return p, nil, ErrExpired
-		}
+	status, err := s.dir.Activate(ctx, rec.Address)
+	switch {
+	case errors.Is(err, identify.ErrNotFound):
+		// The account was removed at expiry: the link is dead.
+		return p, nil, ErrExpired
+	case err != nil:
 		return p, nil, err
+	case status == identify.StatusDisabled:
+		// An operator disabled the account: a link must not undo that.
+		return p, nil, ErrExpired
 	}
 	ids, spaces, err := s.release(ctx, rec.Address, "confirmed by the sender")
 	if err != nil {
@@ -391,11 +404,16 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 func (s *Service) settle(ctx context.Context, addr string) error {
 	c, err := s.dir.Customer(ctx, addr)
 	switch {
+	case err != nil && !errors.Is(err, identify.ErrNotFound):
+		return err
 	case err == nil && c.Status == identify.StatusActive:
 		if _, _, err := s.release(ctx, addr, "released by the expiry sweep"); err != nil {
 			return err
 		}
-	case err == nil && c.Status == identify.StatusPending, errors.Is(err, identify.ErrNotFound):
+	default:
+		// Never confirmed (pending, disabled meanwhile, or removed): what
+		// is held is dropped and logged; only a pending account goes, so
+		// that the next mail starts over.
 		if err := s.drop(ctx, addr); err != nil {
 			return err
 		}
@@ -404,8 +422,6 @@ func (s *Service) settle(ctx context.Context, addr string) error {
 				return err
 			}
 		}
-	case err != nil:
-		return err
 	}
 	cctx, cancel := s.ctx(ctx)
 	defer cancel()

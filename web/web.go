@@ -74,7 +74,6 @@ type pageData struct {
 	Address string
 	Spaces  []string
 	Held    int
-	Token   string
 	Queued  int
 }
 
@@ -110,7 +109,7 @@ func (s *Server) showVerify(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusOK, "done.html", pageData{Title: "Address confirmed", Address: p.Address, Spaces: p.Spaces})
 		return
 	}
-	s.render(w, http.StatusOK, "confirm.html", pageData{Title: "Confirm your email address", Address: p.Address, Spaces: p.Spaces, Held: p.Held, Token: token})
+	s.render(w, http.StatusOK, "confirm.html", pageData{Title: "Confirm your email address", Address: p.Address, Spaces: p.Spaces, Held: p.Held})
 }
 
 func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
