@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# SMTP benchmark: mailgw against Postfix's smtp-sink under the same load.
+#
+# smtp-sink is Postfix's do-nothing SMTP server: it answers every command
+# and throws the message away, so it measures the load generator and the
+# loopback network, and sets the ceiling mailgw is compared with. mailgw
+# runs as `mailgw serve` on a real redis-server (AOF on, fsync every
+# second, no RDB snapshots), so every accepted message is parsed, looked up
+# and written to its space's stream before the 250.
+#
+# Both servers get the identical load from Postfix's smtp-source:
+#
+#   reuse     SESSIONS parallel sessions, several messages per connection (-d)
+#   new-conn  SESSIONS parallel sessions, a new connection per message
+#   latency   1 session, messages one after another over one connection;
+#             reported as milliseconds per message
+#   memory    BIG_MESSAGES sessions sending one BIG_SIZE message each at
+#             once, against mailgw only: peak RSS, and how many were
+#             accepted and how many got 451 4.3.1 (in-flight byte budget)
+#
+# Each measured run of mailgw gets a freshly flushed Redis and a freshly
+# started mailgw, so its peak RSS (VmHWM) is its own. After it, the number
+# of entries in the space's request stream must equal the messages sent:
+# smtp-source gives each message its own Message-ID, so no message is
+# taken for a duplicate and every 250 stands for a write. The rates in the
+# table are the median of RUNS runs; RSS is the highest of them. The table
+# also shows the CPU time (user + system) mailgw and redis-server spent
+# per message, the steadier figure on a busy machine.
+#
+# Run from the repository root:   bench/smtp.sh
+# Needs: go, redis-server, redis-cli, /usr/sbin/smtp-source and
+# /usr/sbin/smtp-sink (Debian packages golang, redis-server, postfix).
+#
+# Settings, from the environment (defaults in brackets):
+#   MESSAGES          messages per run of reuse and new-conn [5000]
+#   SESSIONS          parallel sessions of reuse and new-conn [20]
+#   SIZE              payload bytes per message, without headers [4096]
+#   LATENCY_MESSAGES  messages per latency run [1000]
+#   RUNS              runs of each load per server; median reported [3]
+#   BIG_MESSAGES      messages (and sessions) of the memory run [10]
+#   BIG_SIZE          payload bytes of each memory-run message [20971520]
+#   MAX_MESSAGE_BYTES mailgw smtp.max_message_bytes [26214400]
+#   MAX_INFLIGHT      mailgw smtp.max_inflight_bytes, 0 = default (96 MiB) [0]
+#   MAILGW_GOMEMLIMIT GOMEMLIMIT for the mailgw process only, e.g. 200MiB [unset]
+#   LOADS             which loads to run [reuse new-conn latency memory]
+#   RUN_TIMEOUT       seconds any one smtp-source run may take [600]
+#   KEEP              1 keeps the temporary directory (logs, config) [0]
+#   SMTP_SOURCE, SMTP_SINK  paths of the Postfix tools [/usr/sbin/...]
+#
+# Exit status: 0 when every run completed and every stream count matched,
+# 1 otherwise. Targets are reported, not enforced.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MESSAGES=${MESSAGES:-5000}
+SESSIONS=${SESSIONS:-20}
+SIZE=${SIZE:-4096}
+LATENCY_MESSAGES=${LATENCY_MESSAGES:-1000}
+RUNS=${RUNS:-3}
+BIG_MESSAGES=${BIG_MESSAGES:-10}
+BIG_SIZE=${BIG_SIZE:-20971520}
+MAX_MESSAGE_BYTES=${MAX_MESSAGE_BYTES:-26214400}
+MAX_INFLIGHT=${MAX_INFLIGHT:-0}
+MAILGW_GOMEMLIMIT=${MAILGW_GOMEMLIMIT:-}
+LOADS=${LOADS:-reuse new-conn latency memory}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+KEEP=${KEEP:-0}
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+
+# Targets from the project's issue.
+TARGET_RATIO=0.5      # mailgw msg/s over smtp-sink msg/s, 20 sessions
+TARGET_RSS_MB=256     # mailgw peak RSS in every run
+
+SENDER=carol@example.com
+RCPT=it@example.com
+HELO=loadgen.example  # smtp-source -M: HELO name and Message-ID domain
+STREAM='mailgw:{IT}:requests'
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "bench/smtp.sh: $*"; exit 1; }
+
+for tool in go redis-server redis-cli timeout awk; do
+	command -v "$tool" >/dev/null || die "$tool not found"
+done
+for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
+	[[ -x $tool ]] || die "$tool not found (Debian: apt-get install postfix)"
+done
+for n in MESSAGES SESSIONS SIZE LATENCY_MESSAGES RUNS BIG_MESSAGES BIG_SIZE MAX_MESSAGE_BYTES MAX_INFLIGHT RUN_TIMEOUT; do
+	[[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, not '${!n}'"
+done
+((RUNS >= 1)) || die "RUNS must be at least 1"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/mailgw-bench.XXXXXX")
+chmod 755 "$TMP"
+PIDS=()        # every background process this script started
+MAILGW_PID=""
+FAILED=0
+
+# alive PID: the process runs (exists and is not a zombie waiting for wait).
+alive() {
+	local state
+	state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
+# stop PID: SIGTERM, up to 10 s for it to exit, then SIGKILL; reaps it.
+stop() {
+	local pid=$1 i
+	if alive "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			alive "$pid" || break
+			sleep 0.1
+		done
+		alive "$pid" && kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+# forget PID: it was stopped and waited for; cleanup leaves it alone.
+forget() {
+	local p keep=()
+	for p in "${PIDS[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+# cleanup stops what is left, newest first: the load generator before the
+# servers it talks to.
+cleanup() {
+	local i
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop "${PIDS[i]}"
+	done
+	if [[ $KEEP == 1 ]]; then
+		log "kept $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_port prints a loopback TCP port nobody listens on and this script
+# has not handed out yet.
+USED_PORTS=" "
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 12000))
+		[[ $USED_PORTS == *" $p "* ]] && continue
+		if command -v ss >/dev/null; then
+			ss -Htln "sport = :$p" | grep -q . && continue
+		elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			continue
+		fi
+		USED_PORTS+="$p "
+		echo "$p"
+		return 0
+	done
+	die "no free port found"
+}
+
+# wait_smtp PORT PID NAME: until the server greets with 220 (20 s at most).
+wait_smtp() {
+	local port=$1 pid=$2 name=$3 i line
+	for ((i = 0; i < 200; i++)); do
+		alive "$pid" || die "$name exited while starting (KEEP=1 keeps the logs)"
+		line=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 0
+			read -r -t 2 l <&3 || true
+			printf 'QUIT\r\n' >&3 || true
+			echo "$l") 2>/dev/null) || true
+		[[ $line == 220* ]] && return 0
+		sleep 0.1
+	done
+	die "$name did not greet on port $port within 20 s"
+}
+
+# cpu_ticks PID: user + system CPU time of a process (all its threads) in
+# clock ticks.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+CLK_TCK=$(getconf CLK_TCK)
+
+rcli() { timeout 30 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# elapsed START END: seconds between two `date +%s.%N` stamps.
+elapsed() { awk -v s="$1" -v e="$2" 'BEGIN { printf "%.6f", e - s }'; }
+
+# median of its arguments.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ---------------------------------------------------------------- setup
+
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
+
+log "building mailgw"
+go build -o "$TMP/mailgw" ./cmd/mailgw
+
+REDIS_PORT=$(free_port)
+mkdir -p "$TMP/redis"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
+	--appendonly yes --appendfsync everysec --save '' \
+	--daemonize no --logfile "$TMP/redis.log" &
+PIDS+=($!)
+REDIS_PID=$!
+for ((i = 0; ; i++)); do
+	alive "$REDIS_PID" || die "redis-server exited while starting: $(tail -5 "$TMP/redis.log")"
+	[[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+	((i < 200)) || die "redis-server did not answer within 20 s"
+	sleep 0.1
+done
+
+SINK_PORT=$(free_port)
+sink_user=()
+# smtp-sink refuses to run as root without dropping privileges.
+[[ $(id -u) == 0 ]] && sink_user=(-u nobody)
+"$SMTP_SINK" "${sink_user[@]}" "127.0.0.1:$SINK_PORT" 1024 >"$TMP/smtp-sink.log" 2>&1 &
+PIDS+=($!)
+SINK_PID=$!
+wait_smtp "$SINK_PORT" "$SINK_PID" smtp-sink
+
+MAILGW_PORT=$(free_port)
+inflight_line=""
+((MAX_INFLIGHT > 0)) && inflight_line="  max_inflight_bytes: $MAX_INFLIGHT"
+HTTP_PORT=$(free_port)
+# All the load comes from one sender and one address, to one space, which
+# the flood limits would stop within a minute. They are set far above the
+# load rather than off, so the limiter's own cost is still measured. Should
+# a limit still apply, smtp-source stops at the first 451 and the run fails:
+# it cannot go unnoticed. Settings this mailgw does not know (the limits
+# are newer than the rest) are dropped below, so each sits on one line.
+UNLIMITED="{count: 1000000000, window: 1m}"
+cat >"$TMP/mailgw.yaml" <<EOF
+hostname: mx.example.com
+redis:
+  url: redis://127.0.0.1:$REDIS_PORT/0
+smtp:
+  listen: 127.0.0.1:$MAILGW_PORT
+  max_message_bytes: $MAX_MESSAGE_BYTES
+$inflight_line
+  shutdown_grace: 5s
+  connection_rate_per_ip: $UNLIMITED
+  message_rate_per_ip: $UNLIMITED
+http:
+  listen: 127.0.0.1:$HTTP_PORT
+access:
+  internal_domains: [example.com]
+rate: {sender: $UNLIMITED, space: $UNLIMITED}
+spaces:
+  - key: IT
+    name: IT help
+    addresses: [$RCPT]
+    channel_access: open
+customers:
+  - {email: $SENDER, name: Carol, type: internal, status: active}
+EOF
+for ((i = 0; ; i++)); do
+	"$TMP/mailgw" check --config "$TMP/mailgw.yaml" >/dev/null 2>"$TMP/check.log" && break
+	unknown=$(sed -n 's/^.*unknown field (line \([0-9]*\)).*$/\1/p' "$TMP/check.log")
+	if ((i == 3)) || [[ -z $unknown ]]; then
+		die "mailgw check rejects the generated config: $(cat "$TMP/check.log")"
+	fi
+	for n in $unknown; do
+		log "config: this mailgw does not know '$(sed -n "${n}p" "$TMP/mailgw.yaml" | sed 's/^ *//; s/:.*//')': dropped"
+		sed -i "${n}s/.*//" "$TMP/mailgw.yaml"
+	done
+done
+
+# start_mailgw NAME: flush Redis and start a fresh mailgw; its stderr (one
+# JSON line per decision) goes to $TMP/mailgw-NAME.log.
+start_mailgw() {
+	rcli flushall >/dev/null
+	if [[ -n $MAILGW_GOMEMLIMIT ]]; then
+		GOMEMLIMIT=$MAILGW_GOMEMLIMIT "$TMP/mailgw" serve --config "$TMP/mailgw.yaml" >>"$TMP/mailgw.out" 2>"$TMP/mailgw-$1.log" &
+	else
+		"$TMP/mailgw" serve --config "$TMP/mailgw.yaml" >>"$TMP/mailgw.out" 2>"$TMP/mailgw-$1.log" &
+	fi
+	MAILGW_PID=$!
+	PIDS+=("$MAILGW_PID")
+	wait_smtp "$MAILGW_PORT" "$MAILGW_PID" mailgw
+}
+
+# stop_mailgw stops mailgw and sets HWM to its peak RSS in kB.
+stop_mailgw() {
+	HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MAILGW_PID/status" 2>/dev/null || true)
+	HWM=${HWM:-0}
+	stop "$MAILGW_PID"
+	forget "$MAILGW_PID"
+	MAILGW_PID=""
+}
+
+# source_run PORT NAME SMTP-SOURCE-FLAGS...: runs smtp-source and sets T
+# to the wall time in seconds. Its output goes to $TMP/source-NAME.log. It
+# runs in the background and is waited for, so that a signal to this
+# script is handled at once.
+source_run() {
+	local port=$1 name=$2 start end pid rc=0
+	shift 2
+	start=$(date +%s.%N)
+	timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" "$@" -M "$HELO" -f "$SENDER" -t "$RCPT" \
+		"127.0.0.1:$port" >"$TMP/source-$name.log" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	wait "$pid" || rc=$?
+	end=$(date +%s.%N)
+	forget "$pid"
+	if ((rc != 0)); then
+		log "smtp-source failed against $name (status $rc): $(tail -3 "$TMP/source-$name.log")"
+		return 1
+	fi
+	T=$(elapsed "$start" "$end")
+}
+
+# ---------------------------------------------------------------- loads
+
+ROWS=()
+RSS_MAX_KB=0
+
+# measure LOAD COUNT SMTP-SOURCE-FLAGS...: RUNS runs against smtp-sink and
+# mailgw, interleaved, and one row for the table.
+measure() {
+	local load=$1 count=$2 r t hwm xlen sink_t=() gw_t=() peak=0 streams=""
+	local gw0 rd0 gw_cpu=() rd_cpu=()
+	shift 2
+	for ((r = 1; r <= RUNS; r++)); do
+		log "$load: run $r/$RUNS, smtp-sink"
+		source_run "$SINK_PORT" "sink-$load-$r" "$@" || { FAILED=1; return; }
+		t=$T
+		sink_t+=("$t")
+
+		log "$load: run $r/$RUNS, mailgw"
+		start_mailgw "$load-$r"
+		gw0=$(cpu_ticks "$MAILGW_PID")
+		rd0=$(cpu_ticks "$REDIS_PID")
+		source_run "$MAILGW_PORT" "mailgw-$load-$r" "$@" || { FAILED=1; stop_mailgw; return; }
+		t=$T
+		gw_t+=("$t")
+		gw_cpu+=($(($(cpu_ticks "$MAILGW_PID") - gw0)))
+		rd_cpu+=($(($(cpu_ticks "$REDIS_PID") - rd0)))
+		xlen=$(rcli xlen "$STREAM")
+		stop_mailgw
+		hwm=$HWM
+		((hwm > peak)) && peak=$hwm
+		if [[ $xlen != "$count" ]]; then
+			FAILED=1
+			log "$load: run $r: $xlen stream entries for $count messages"
+		fi
+		streams+="${streams:+,}$xlen"
+		log "$load: run $r: smtp-sink ${sink_t[-1]} s, mailgw ${gw_t[-1]} s, $xlen stream entries, peak RSS $((hwm / 1024)) MB"
+	done
+	((peak > RSS_MAX_KB)) && RSS_MAX_KB=$peak
+	local st gt gc rc
+	st=$(median "${sink_t[@]}")
+	gt=$(median "${gw_t[@]}")
+	gc=$(median "${gw_cpu[@]}")
+	rc=$(median "${rd_cpu[@]}")
+	ROWS+=("$(awk -v load="$load" -v n="$count" -v st="$st" -v gt="$gt" -v gc="$gc" -v rc="$rc" -v hz="$CLK_TCK" \
+		-v rss="$peak" -v xl="$streams" 'BEGIN {
+		printf "%-9s %6d %11.0f %11.0f %6.2f %8.3f %8.3f %9.0f %9.0f %7.0f  %s\n",
+			load, n, n / st, n / gt, st / gt, st * 1000 / n, gt * 1000 / n,
+			gc / hz * 1e6 / n, rc / hz * 1e6 / n, rss / 1024, xl }')")
+}
+
+for load in $LOADS; do
+	case $load in
+	reuse) measure reuse "$MESSAGES" -d -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" ;;
+	new-conn) measure new-conn "$MESSAGES" -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" ;;
+	latency) measure latency "$LATENCY_MESSAGES" -d -s 1 -m "$LATENCY_MESSAGES" -l "$SIZE" ;;
+	memory) ;;
+	*) die "unknown load '$load' in LOADS" ;;
+	esac
+done
+
+MEMORY_ROW=""
+if [[ " $LOADS " == *" memory "* ]]; then
+	log "memory: $BIG_MESSAGES x $BIG_SIZE bytes at once, mailgw"
+	start_mailgw memory
+	# -A: go on after a 4xx; -v: the replies, counted below.
+	if source_run "$MAILGW_PORT" mailgw-memory -A -v -s "$BIG_MESSAGES" -m "$BIG_MESSAGES" -l "$BIG_SIZE"; then
+		t=$T
+		xlen=$(rcli xlen "$STREAM")
+		stop_mailgw
+		hwm=$HWM
+		((hwm > RSS_MAX_KB)) && RSS_MAX_KB=$hwm
+		queued=$(grep -c '<<< 250 2.0.0 OK: queued' "$TMP/source-mailgw-memory.log" || true)
+		deferred=$(grep -c '<<< 451 4.3.1' "$TMP/source-mailgw-memory.log" || true)
+		other=$((BIG_MESSAGES - queued - deferred))
+		if [[ $xlen != "$queued" ]]; then
+			FAILED=1
+			log "memory: $xlen stream entries for $queued messages answered 'queued'"
+		fi
+		MEMORY_ROW=$(printf '%d x %d B: %d queued (%d stream entries), %d got 451 4.3.1, %d other; %.1f s; peak RSS %d MB' \
+			"$BIG_MESSAGES" "$BIG_SIZE" "$queued" "$xlen" "$deferred" "$other" "$t" $((hwm / 1024)))
+	else
+		FAILED=1
+		stop_mailgw
+	fi
+fi
+
+# ---------------------------------------------------------------- report
+
+echo
+echo "mailgw SMTP benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "smtp-source payload $SIZE B; $SESSIONS sessions for reuse and new-conn; median of $RUNS runs; Redis AOF everysec"
+echo "mailgw $COMMIT; load average before: $LOADAVG; mailgw GOMEMLIMIT: ${MAILGW_GOMEMLIMIT:-unset}"
+echo
+printf '%-9s %6s %11s %11s %6s %8s %8s %9s %9s %7s  %s\n' load msgs sink_msg/s gw_msg/s ratio sink_ms gw_ms gw_cpu_us rd_cpu_us rss_MB stream_entries
+for row in "${ROWS[@]}"; do
+	printf '%s\n' "$row"
+done
+[[ -n $MEMORY_ROW ]] && printf 'memory    %s\n' "$MEMORY_ROW"
+echo
+echo "ratio: mailgw msg/s over smtp-sink msg/s. sink_ms, gw_ms: wall time per message (for latency,"
+echo "the time one message takes end to end). gw_cpu_us, rd_cpu_us: CPU time (user + system) mailgw"
+echo "and redis-server spent per message. rss_MB: mailgw's peak resident set (VmHWM) over the runs."
+
+verdict() { if [[ $1 == 1 ]]; then echo met; else echo MISSED; fi; }
+for row in "${ROWS[@]}"; do
+	read -r load _ _ _ ratio _ <<<"$row"
+	if [[ $load == reuse || $load == new-conn ]]; then
+		echo "target: ratio >= $TARGET_RATIO at $SESSIONS sessions ($load): $ratio, $(verdict "$(awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { print (r >= t) }')")"
+	fi
+done
+echo "target: peak RSS < $TARGET_RSS_MB MB in every run: highest $((RSS_MAX_KB / 1024)) MB, $(verdict $((RSS_MAX_KB / 1024 < TARGET_RSS_MB)))"
+if ((FAILED)); then
+	echo "some runs failed or stream counts did not match (see above)"
+	exit 1
+fi
