@@ -73,46 +73,63 @@ func (d *Directory) ctx(parent context.Context) (context.Context, context.Cancel
 }
 
 // Lookup returns what the policy needs to know of addr as a sender to space,
-// in two round trips.
+// in one round trip, or two when organizations are linked to the space.
 func (d *Directory) Lookup(ctx context.Context, addr, space string) (Sender, error) {
 	ctx, cancel := d.ctx(ctx)
 	defer cancel()
-	s := Sender{Address: addr}
 	pipe := d.rdb.Pipeline()
+	read := d.QueueLookup(ctx, pipe, addr, space)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Sender{Address: addr}, fmt.Errorf("identify: look up %s: %w", addr, err)
+	}
+	return read(ctx)
+}
+
+// QueueLookup adds Lookup's first round trip to pipe, so that callers can
+// share it with other look-ups; after pipe ran, the returned function reads
+// the answer, asking Redis once more about linked organizations if any.
+func (d *Directory) QueueLookup(ctx context.Context, pipe redis.Pipeliner, addr, space string) func(context.Context) (Sender, error) {
 	cust := pipe.HGetAll(ctx, d.customerKey(addr))
 	agent := pipe.SIsMember(ctx, d.agentsKey(), addr)
 	listed := pipe.SIsMember(ctx, d.spaceCustomersKey(space), addr)
 	orgs := pipe.SMembers(ctx, d.spaceOrgsKey(space))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return s, fmt.Errorf("identify: look up %s: %w", addr, err)
-	}
-	if m := cust.Val(); len(m) > 0 {
-		c := customerFromHash(m)
-		s.Customer = &c
-	}
-	s.Agent = agent.Val()
-	s.SpaceCustomer = listed.Val()
-	linked := orgs.Val()
-	if len(linked) == 0 {
+	return func(ctx context.Context) (Sender, error) {
+		s := Sender{Address: addr}
+		for _, c := range []redis.Cmder{cust, agent, listed, orgs} {
+			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return s, fmt.Errorf("identify: look up %s: %w", addr, err)
+			}
+		}
+		if m := cust.Val(); len(m) > 0 {
+			c := customerFromHash(m)
+			s.Customer = &c
+		}
+		s.Agent = agent.Val()
+		s.SpaceCustomer = listed.Val()
+		linked := orgs.Val()
+		if len(linked) == 0 {
+			return s, nil
+		}
+		sort.Strings(linked)
+		ctx, cancel := d.ctx(ctx)
+		defer cancel()
+		domain := mailaddr.Domain(addr)
+		pipe := d.rdb.Pipeline()
+		members := make([]*redis.BoolCmd, len(linked))
+		domains := make([]*redis.BoolCmd, len(linked))
+		for i, o := range linked {
+			members[i] = pipe.SIsMember(ctx, d.orgMembersKey(o), addr)
+			domains[i] = pipe.SIsMember(ctx, d.orgDomainsKey(o), domain)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return s, fmt.Errorf("identify: look up organizations of %s: %w", addr, err)
+		}
+		for i := range linked {
+			s.SpaceCustomer = s.SpaceCustomer || members[i].Val()
+			s.LinkedOrgDomain = s.LinkedOrgDomain || domains[i].Val()
+		}
 		return s, nil
 	}
-	sort.Strings(linked)
-	domain := mailaddr.Domain(addr)
-	pipe = d.rdb.Pipeline()
-	members := make([]*redis.BoolCmd, len(linked))
-	domains := make([]*redis.BoolCmd, len(linked))
-	for i, o := range linked {
-		members[i] = pipe.SIsMember(ctx, d.orgMembersKey(o), addr)
-		domains[i] = pipe.SIsMember(ctx, d.orgDomainsKey(o), domain)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return s, fmt.Errorf("identify: look up organizations of %s: %w", addr, err)
-	}
-	for i := range linked {
-		s.SpaceCustomer = s.SpaceCustomer || members[i].Val()
-		s.LinkedOrgDomain = s.LinkedOrgDomain || domains[i].Val()
-	}
-	return s, nil
 }
 
 func customerFromHash(m map[string]string) Customer {

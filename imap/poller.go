@@ -170,14 +170,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
+// acquireScript takes a free lease, or one this instance still holds (after
+// a Redis outage it need not wait for its own lease to expire).
+var acquireScript = redis.NewScript(`
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
 func (p *Poller) acquire(ctx context.Context) (bool, error) {
 	ctx, cancel := p.rctx(ctx)
 	defer cancel()
-	ok, err := p.rdb.SetNX(ctx, p.key("lease"), p.opt.Instance, p.opt.LeaseTTL).Result()
+	n, err := acquireScript.Run(ctx, p.rdb, []string{p.key("lease")}, p.opt.Instance, p.opt.LeaseTTL.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("imap: acquire lease: %w", err)
 	}
-	return ok, nil
+	return n == 1, nil
 }
 
 func (p *Poller) renew(ctx context.Context) (bool, error) {
@@ -251,13 +260,16 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 	p.log.Info().Uint32("uidvalidity", sel.UIDValidity).Uint32("messages", sel.NumMessages).Msg("connected")
 
 	for {
-		n, full, err := p.batch(sctx, c, sel.UIDValidity)
-		progressed = progressed || n > 0
-		if err != nil {
-			return progressed, err
-		}
 		if cause := context.Cause(sctx); cause != nil {
 			return progressed, cause
+		}
+		n, full, err := p.batch(sctx, c, sel)
+		progressed = progressed || n > 0
+		if err != nil {
+			if cause := context.Cause(sctx); cause != nil {
+				return progressed, cause
+			}
+			return progressed, err
 		}
 		if full {
 			continue
@@ -390,7 +402,8 @@ var errDeferred = errors.New("imap: message deferred, left in the mailbox")
 // batch handles up to BatchSize messages: unseen ones, and (once the
 // cursor knows where it was) any newer than the cursor even if a person
 // marked them read meanwhile. full says more may be waiting.
-func (p *Poller) batch(ctx context.Context, c *imapclient.Client, uidValidity uint32) (n int, full bool, err error) {
+func (p *Poller) batch(ctx context.Context, c *imapclient.Client, sel *goimap.SelectData) (n int, full bool, err error) {
+	uidValidity := sel.UIDValidity
 	cur, err := p.loadCursor(ctx)
 	if err != nil {
 		return 0, false, err
@@ -401,7 +414,12 @@ func (p *Poller) batch(ctx context.Context, c *imapclient.Client, uidValidity ui
 			// unseen; dedupe by Message-ID keeps it from doubling.
 			p.log.Warn().Uint32("old", cur.uidValidity).Uint32("new", uidValidity).Msg("UIDVALIDITY changed: rescanning")
 		}
+		// Mail already here is found because it is unseen; from here on,
+		// new mail is found by UID even if someone reads it first.
 		cur = cursor{uidValidity: uidValidity}
+		if sel.UIDNext > 1 {
+			cur.lastUID = sel.UIDNext - 1
+		}
 		if err := p.saveCursor(ctx, cur); err != nil {
 			return 0, false, err
 		}
@@ -465,7 +483,11 @@ const (
 
 func (p *Poller) handleBatch(ctx context.Context, c *imapclient.Client, cur cursor, uids []goimap.UID) (int, error) {
 	var doneSet, refusedSet goimap.UIDSet
+	// last is the highest UID below which every fetched message is
+	// settled: the cursor must not pass one that failed and may need
+	// another try, as it can no longer be found as unseen once read.
 	var last goimap.UID
+	gap := false
 	stopped := false
 	section := &goimap.FetchItemBodySection{Peek: true, Partial: &goimap.SectionPartial{Offset: 0, Size: p.opt.MaxMessageBytes + 1}}
 	fetch := c.Fetch(goimap.UIDSetNum(uids...), &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{section}})
@@ -484,6 +506,7 @@ func (p *Poller) handleBatch(ctx context.Context, c *imapclient.Client, cur curs
 			// write must be followed by its flag or move.
 			o = p.handle(context.WithoutCancel(ctx), uid, raw)
 		}
+		settled := true
 		switch o {
 		case done:
 			doneSet.AddNum(uid)
@@ -493,13 +516,20 @@ func (p *Poller) handleBatch(ctx context.Context, c *imapclient.Client, cur curs
 			stopped = true
 			continue
 		case failed:
-			if poison, perr := p.fail(ctx, uid, err); perr != nil {
-				stopped = true
-			} else if poison {
+			poison, perr := p.fail(ctx, uid, err)
+			switch {
+			case perr != nil:
+				stopped, settled = true, false
+			case poison:
 				refusedSet.AddNum(uid)
+			default:
+				settled = false
 			}
 		}
-		last = max(last, uid)
+		gap = gap || !settled
+		if !gap {
+			last = max(last, uid)
+		}
 		if ctx.Err() != nil {
 			stopped = true
 		}

@@ -7,6 +7,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -62,18 +63,20 @@ type Result struct {
 
 // Handler runs messages through the stages. It is safe for concurrent use.
 type Handler struct {
-	router    *route.Router
-	dir       *identify.Directory
-	store     *route.Store
-	settings  *identify.Settings
-	parseOpts parse.Options
-	hostname  string
-	recorder  route.Recorder
-	verifier  Verifier
-	auth      *identify.Authenticator
-	limiter   *identify.Limiter
-	now       func() time.Time
-	dryRun    bool
+	rdb          redis.UniversalClient
+	redisTimeout time.Duration
+	router       *route.Router
+	dir          *identify.Directory
+	store        *route.Store
+	settings     *identify.Settings
+	parseOpts    parse.Options
+	hostname     string
+	recorder     route.Recorder
+	verifier     Verifier
+	auth         *identify.Authenticator
+	limiter      *identify.Limiter
+	now          func() time.Time
+	dryRun       bool
 }
 
 // Options adjust a Handler.
@@ -88,6 +91,9 @@ type Options struct {
 	// Resolver answers DNS TXT queries for DKIM and DMARC; nil uses the
 	// system's. Tests inject one to run offline.
 	Resolver identify.Resolver
+	// LogWriter, when set, appends decisions to the log stream in the
+	// background (serve); without it each is written before Handle returns.
+	LogWriter *route.LogWriter
 }
 
 // Verifier is the verification stage as ingest sees it.
@@ -111,10 +117,12 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 	}
 	store := NewStore(cfg, rdb)
 	return &Handler{
-		router:   router,
-		dir:      identify.NewDirectory(rdb, cfg.Redis.Prefix, cfg.Redis.Timeout.D()),
-		store:    store,
-		settings: settings,
+		rdb:          rdb,
+		redisTimeout: cfg.Redis.Timeout.D(),
+		router:       router,
+		dir:          identify.NewDirectory(rdb, cfg.Redis.Prefix, cfg.Redis.Timeout.D()),
+		store:        store,
+		settings:     settings,
 		parseOpts: parse.Options{
 			Limits: parse.Limits{
 				MaxMessageBytes: cfg.SMTP.MaxMessageBytes,
@@ -125,7 +133,7 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 			OwnDomain: cfg.Hostname,
 		},
 		hostname: cfg.Hostname,
-		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun},
+		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun, Writer: opt.LogWriter},
 		verifier: opt.Verifier,
 		auth:     identify.NewAuthenticator(cfg.Access.Authentication, opt.Resolver),
 		limiter:  identify.NewLimiter(rdb, cfg.Redis.Prefix, cfg.Rate, cfg.Redis.Timeout.D(), now),
@@ -282,7 +290,17 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	if d, done := identify.Screen(facts, m.from, h.settings); done {
 		return d
 	}
-	seen, err := h.store.Lookup(ctx, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
+	// What Redis knows of the message and of its sender, in one round trip.
+	lctx, cancel := context.WithTimeout(ctx, h.redisTimeout)
+	pipe := h.rdb.Pipeline()
+	readSeen := h.store.QueueLookup(lctx, pipe, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
+	readSender := h.dir.QueueLookup(lctx, pipe, m.from, space.Key)
+	_, err := pipe.Exec(lctx)
+	cancel()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return deferred(fmt.Errorf("ingest: look up %s: %w", m.id, err))
+	}
+	seen, err := readSeen(ctx)
 	if err != nil {
 		return deferred(err)
 	}
@@ -291,7 +309,7 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	if d, done := identify.Admit(facts, h.settings); done {
 		return d
 	}
-	sender, err := h.dir.Lookup(ctx, m.from, space.Key)
+	sender, err := readSender(ctx)
 	if err != nil {
 		return deferred(err)
 	}

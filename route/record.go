@@ -14,6 +14,8 @@ type Recorder struct {
 	Store  *Store
 	Log    zerolog.Logger
 	DryRun bool
+	// Writer, when set, appends to the stream in the background.
+	Writer *LogWriter
 }
 
 // Record logs e. A failure to write the stream is logged, not returned:
@@ -37,6 +39,10 @@ func (r Recorder) Record(ctx context.Context, e Entry) {
 		Bool("dry_run", r.DryRun).
 		Msg("decision")
 	if r.DryRun {
+		return
+	}
+	if r.Writer != nil {
+		r.Writer.Write(ctx, e)
 		return
 	}
 	if err := r.Store.Log(ctx, e); err != nil {

@@ -238,7 +238,18 @@ const maxThreadIDs = 50
 func (s *Store) Lookup(ctx context.Context, space, messageID string, parents []string, subject, sender string) (Seen, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	var seen Seen
+	pipe := s.rdb.Pipeline()
+	read := s.QueueLookup(ctx, pipe, space, messageID, parents, subject, sender)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Seen{}, fmt.Errorf("route: look up %s in %s: %w", messageID, space, err)
+	}
+	return read(ctx)
+}
+
+// QueueLookup adds Lookup's first round trip to pipe, so that callers can
+// share it with other look-ups; after pipe ran, the returned function reads
+// the answer, asking Redis once more only to check a thread's participants.
+func (s *Store) QueueLookup(ctx context.Context, pipe redis.Pipeliner, space, messageID string, parents []string, subject, sender string) func(context.Context) (Seen, error) {
 	if len(parents) > maxThreadIDs {
 		parents = parents[:maxThreadIDs]
 	}
@@ -248,41 +259,45 @@ func (s *Store) Lookup(ctx context.Context, space, messageID string, parents []s
 		keys = append(keys, s.msgKey(space, p))
 	}
 	tag := SubjectTag(subject, space)
-	pipe := s.rdb.Pipeline()
 	vals := pipe.MGet(ctx, keys...)
 	var tagged *redis.IntCmd
 	if tag != "" {
 		tagged = pipe.Exists(ctx, s.spacePrefix(space)+"req:"+tag)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return seen, fmt.Errorf("route: look up %s in %s: %w", messageID, space, err)
-	}
-	v := vals.Val()
-	if len(v) > 0 && v[0] != nil {
-		seen.Duplicate = true
-		if id, _ := v[0].(string); id != heldMarker {
-			seen.DuplicateOf = id
+	return func(ctx context.Context) (Seen, error) {
+		var seen Seen
+		if err := vals.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return seen, fmt.Errorf("route: look up %s in %s: %w", messageID, space, err)
 		}
+		v := vals.Val()
+		if len(v) > 0 && v[0] != nil {
+			seen.Duplicate = true
+			if id, _ := v[0].(string); id != heldMarker {
+				seen.DuplicateOf = id
+			}
+			return seen, nil
+		}
+		for _, x := range v[1:] {
+			if id, ok := x.(string); ok && id != heldMarker && id != "" {
+				seen.ThreadRequest = id
+				break
+			}
+		}
+		if seen.ThreadRequest == "" && tagged != nil && tagged.Val() == 1 {
+			seen.ThreadRequest = tag
+		}
+		if seen.ThreadRequest == "" || sender == "" {
+			return seen, nil
+		}
+		ctx, cancel := s.ctx(ctx)
+		defer cancel()
+		ok, err := s.rdb.SIsMember(ctx, s.spacePrefix(space)+"req:"+seen.ThreadRequest+":participants", sender).Result()
+		if err != nil {
+			return seen, fmt.Errorf("route: participants of %s: %w", seen.ThreadRequest, err)
+		}
+		seen.Participant = ok
 		return seen, nil
 	}
-	for _, x := range v[1:] {
-		if id, ok := x.(string); ok && id != heldMarker && id != "" {
-			seen.ThreadRequest = id
-			break
-		}
-	}
-	if seen.ThreadRequest == "" && tagged != nil && tagged.Val() == 1 {
-		seen.ThreadRequest = tag
-	}
-	if seen.ThreadRequest == "" || sender == "" {
-		return seen, nil
-	}
-	ok, err := s.rdb.SIsMember(ctx, s.spacePrefix(space)+"req:"+seen.ThreadRequest+":participants", sender).Result()
-	if err != nil {
-		return seen, fmt.Errorf("route: participants of %s: %w", seen.ThreadRequest, err)
-	}
-	seen.Participant = ok
-	return seen, nil
 }
 
 var tagPattern = regexp.MustCompile(`\[([A-Z][A-Z0-9_]{0,19})-([1-9][0-9]{0,17})\]`)
@@ -415,23 +430,7 @@ type Entry struct {
 func (s *Store) Log(ctx context.Context, e Entry) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	err := s.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: s.LogKey(),
-		MaxLen: s.opt.LogMaxLen,
-		Approx: true,
-		Values: []any{
-			"time", e.Time.UTC().Format(time.RFC3339Nano),
-			"channel", e.Channel,
-			"message_id", e.MessageID,
-			"from", e.From,
-			"space", e.Space,
-			"outcome", e.Outcome,
-			"reason", e.Reason,
-			"request", e.Request,
-			"detail", e.Detail,
-		},
-	}).Err()
-	if err != nil {
+	if err := s.rdb.XAdd(ctx, s.logArgs(e)).Err(); err != nil {
 		return fmt.Errorf("route: log: %w", err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"mailgw/imap"
 	"mailgw/ingest"
+	"mailgw/route"
 	"mailgw/smtp"
 	"mailgw/verify"
 	"mailgw/web"
@@ -48,7 +49,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
-	h, err := ingest.New(cfg, a.rdb, a.log, ingest.Options{Verifier: vs})
+	logWriter := route.NewLogWriter(ingest.NewStore(cfg, a.rdb), a.log)
+	h, err := ingest.New(cfg, a.rdb, a.log, ingest.Options{Verifier: vs, LogWriter: logWriter})
 	if err != nil {
 		return usageError{err}
 	}
@@ -123,6 +125,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-dctx.Done():
 		a.log.Warn().Msg("imap pollers did not stop in time")
 	}
+	logWriter.Close(dctx)
 	a.log.Info().Msg("stopped")
 	return nil
 }
