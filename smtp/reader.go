@@ -12,7 +12,7 @@ import (
 )
 
 const (
-	firstChunk = 64 << 10
+	firstChunk = 16 << 10
 	// readStep bounds one read: go-smtp's data reader returns only when
 	// the buffer is full, and the rate check runs between reads.
 	readStep = 4 << 10
@@ -23,14 +23,17 @@ const (
 // the command timeout and the moment the sender would fall under the
 // minimum data rate, so a slow sender is cut off. The returned release gives the memory back to
 // the budget; call it when the message has been handled.
-func (s *Server) readMessage(r io.Reader, nc net.Conn, trace string) ([]byte, func(), error) {
+func (s *Server) readMessage(r io.Reader, nc net.Conn, trace string, sizeHint int64) ([]byte, func(), error) {
 	maxData := s.cfg.MaxMessageBytes
 	var held int64
 	release := func() { s.budget.Release(held) }
-	// charge makes the budget cover n bytes of message data; the one byte
-	// read past the limit to notice it is not charged.
+	// charge makes the budget cover a buffer of n bytes of message data,
+	// counted twice: parsing keeps about as much again (the decoded text
+	// and HTML) while the message is handled. A message bigger than the
+	// whole budget may still come in alone. The one byte read past the
+	// limit to notice it is not charged.
 	charge := func(n int64) error {
-		n = min(n, maxData)
+		n = min(2*min(n, maxData), s.cfg.MaxInflightBytes)
 		if n <= held {
 			return nil
 		}
@@ -40,10 +43,16 @@ func (s *Server) readMessage(r io.Reader, nc net.Conn, trace string) ([]byte, fu
 		held = n
 		return nil
 	}
-	if err := charge(firstChunk); err != nil {
+	// A SIZE declared at MAIL sizes the buffer at once: no copies while it
+	// grows, no garbage left behind.
+	first := int64(firstChunk)
+	if sizeHint > 0 {
+		first = min(sizeHint, maxData) + 1
+	}
+	if err := charge(first); err != nil {
 		return nil, release, err
 	}
-	buf := make([]byte, 0, len(trace)+firstChunk)
+	buf := make([]byte, 0, int64(len(trace))+first)
 	buf = append(buf, trace...)
 	limit := len(trace) + int(maxData) + 1
 	start := time.Now()

@@ -28,6 +28,7 @@ type session struct {
 	mu         sync.Mutex
 	from       string
 	nullSender bool
+	size       int64 // SIZE declared at MAIL, 0 if none
 	rcpts      []string
 	closed     bool
 }
@@ -40,7 +41,7 @@ var (
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.from, s.nullSender, s.rcpts = "", false, nil
+	s.from, s.nullSender, s.rcpts, s.size = "", false, nil, 0
 }
 
 func (s *session) Logout() error {
@@ -83,7 +84,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 			return toSMTP(replyBadSender.withCause(err))
 		}
 	}
-	s.from, s.nullSender, s.rcpts = from, from == "", nil
+	s.from, s.nullSender, s.rcpts, s.size = from, from == "", nil, 0
+	if opts != nil {
+		s.size = opts.Size
+	}
 	return nil
 }
 
@@ -187,7 +191,10 @@ func (s *session) receive(r io.Reader) (res ingest.Result, err error) {
 	}()
 	env := s.envelope()
 	env.ReceivedAt = time.Now()
-	raw, release, err := s.srv.readMessage(r, s.conn.Conn(), s.trace(env))
+	s.mu.Lock()
+	size := s.size
+	s.mu.Unlock()
+	raw, release, err := s.srv.readMessage(r, s.conn.Conn(), s.trace(env), size)
 	defer release()
 	if err != nil {
 		s.logRefusal(env, err)

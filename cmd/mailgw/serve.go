@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer a.close()
 	cfg := a.cfg
+	setMemoryLimit(a)
 
 	var sender verify.Sender
 	if cfg.Outbound.Smarthost != "" {
@@ -128,6 +130,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logWriter.Close(dctx)
 	a.log.Info().Msg("stopped")
 	return nil
+}
+
+// setMemoryLimit gives the garbage collector a target near what the
+// in-flight budget allows, so that garbage from large messages does not
+// pile up until the heap has doubled. GOMEMLIMIT, if set, wins.
+func setMemoryLimit(a *app) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := a.cfg.SMTP.MaxInflightBytes + 64<<20
+	debug.SetMemoryLimit(limit)
+	a.log.Info().Int64("bytes", limit).Msg("memory limit for the garbage collector")
 }
 
 // startPollers runs one poller per configured mailbox; the returned
