@@ -50,37 +50,77 @@ func (t Throttle) String() string {
 func (l *Limiter) Count(ctx context.Context, sender, space string) (*Throttle, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	type counter struct {
-		name string
-		lim  config.Limit
-		key  string
-		cmd  *redis.IntCmd
+	pipe := l.rdb.Pipeline()
+	read := l.QueueCount(ctx, pipe, sender, space)
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("identify: rate limit: %w", err)
+		}
 	}
-	counters := []*counter{
+	return read()
+}
+
+type counter struct {
+	name string
+	lim  config.Limit
+	key  string
+	cmd  *redis.IntCmd
+}
+
+func (l *Limiter) counters(sender, space string) []*counter {
+	out := make([]*counter, 0, 2)
+	for _, c := range []*counter{
 		{name: "sender", lim: l.sender, key: "sender:" + sender},
 		{name: "space", lim: l.space, key: "space:" + space},
-	}
-	pipe := l.rdb.Pipeline()
-	for _, c := range counters {
+	} {
 		if c.lim.Off() {
 			continue
 		}
 		w := c.lim.Window.D()
-		bucket := l.now().UnixNano() / int64(w)
-		key := l.prefix + "rl:" + c.key + ":" + strconv.FormatInt(bucket, 10)
-		c.cmd = pipe.Incr(ctx, key)
-		pipe.Expire(ctx, key, 2*w)
+		c.key = l.prefix + "rl:" + c.key + ":" + strconv.FormatInt(l.now().UnixNano()/int64(w), 10)
+		out = append(out, c)
 	}
-	if pipe.Len() == 0 {
+	return out
+}
+
+// QueueCount adds Count's commands to pipe, so that callers can share the
+// round trip with their look-ups; after pipe ran, the returned function
+// reports the limit gone over.
+func (l *Limiter) QueueCount(ctx context.Context, pipe redis.Pipeliner, sender, space string) func() (*Throttle, error) {
+	cs := l.counters(sender, space)
+	for _, c := range cs {
+		c.cmd = pipe.Incr(ctx, c.key)
+		pipe.Expire(ctx, c.key, 2*c.lim.Window.D())
+	}
+	return func() (*Throttle, error) {
+		for _, c := range cs {
+			if err := c.cmd.Err(); err != nil {
+				return nil, fmt.Errorf("identify: rate limit: %w", err)
+			}
+		}
+		for _, c := range cs {
+			if c.cmd.Val() > int64(c.lim.Count) {
+				return &Throttle{Limit: c.name, Count: c.cmd.Val(), Max: c.lim.Count}, nil
+			}
+		}
 		return nil, nil
 	}
+}
+
+// Uncount takes back a message counted by QueueCount that turned out not
+// to count (a duplicate, or one refused before the rate limit row).
+func (l *Limiter) Uncount(ctx context.Context, sender, space string) error {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	pipe := l.rdb.Pipeline()
+	for _, c := range l.counters(sender, space) {
+		pipe.Decr(ctx, c.key)
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("identify: rate limit: %w", err)
+		return fmt.Errorf("identify: rate limit: %w", err)
 	}
-	for _, c := range counters {
-		if c.cmd != nil && c.cmd.Val() > int64(c.lim.Count) {
-			return &Throttle{Limit: c.name, Count: c.cmd.Val(), Max: c.lim.Count}, nil
-		}
-	}
-	return nil, nil
+	return nil
 }

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
 	"mailgw/internal/redistest"
@@ -16,7 +19,18 @@ import (
 // redis-server over loopback.
 func BenchmarkHandleRealRedis(b *testing.B) {
 	rdb := redistest.Real(b).Client(b)
-	h, _ := newHandler(b, rdb, ingest.Options{})
+	// One sender floods on purpose: the rate limits are off.
+	cfg, err := config.Parse([]byte(testConfig + "rate: {sender: {count: -1}, space: {count: -1}}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := identify.NewDirectory(rdb, cfg.Redis.Prefix, 0).Seed(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+	h, err := ingest.New(cfg, rdb, zerolog.Nop(), ingest.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	body := strings.Repeat("The VPN client disconnects every few minutes since the update.\r\n", 60)
 	env := ingest.Envelope{Channel: ingest.ChannelSMTP, Recipients: []string{"it@example.com"}}
 	ctx := context.Background()

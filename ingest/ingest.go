@@ -290,11 +290,18 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	if d, done := identify.Screen(facts, m.from, h.settings); done {
 		return d
 	}
-	// What Redis knows of the message and of its sender, in one round trip.
+	// What Redis knows of the message and of its sender, and the rate
+	// counters, in one round trip. Replay is an operator re-processing
+	// stored mail, not a flood, so it is not counted.
+	counted := m.env.Channel != ChannelReplay && !h.dryRun
 	lctx, cancel := context.WithTimeout(ctx, h.redisTimeout)
 	pipe := h.rdb.Pipeline()
 	readSeen := h.store.QueueLookup(lctx, pipe, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
 	readSender := h.dir.QueueLookup(lctx, pipe, m.from, space.Key)
+	readThrottle := func() (*identify.Throttle, error) { return nil, nil }
+	if counted {
+		readThrottle = h.limiter.QueueCount(lctx, pipe, m.from, space.Key)
+	}
 	_, err := pipe.Exec(lctx)
 	cancel()
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -307,17 +314,20 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	facts.Duplicate, facts.DuplicateOf = seen.Duplicate, seen.DuplicateOf
 	facts.ThreadRequest, facts.ThreadParticipant = seen.ThreadRequest, seen.Participant
 	if d, done := identify.Admit(facts, h.settings); done {
+		// Rows 4 and 5 come before the rate limit: such mail does not count.
+		if counted {
+			if err := h.limiter.Uncount(ctx, m.from, space.Key); err != nil {
+				h.recorder.Log.Warn().Err(err).Msg("rate counter not corrected")
+			}
+		}
 		return d
 	}
 	sender, err := readSender(ctx)
 	if err != nil {
 		return deferred(err)
 	}
-	// Replay is an operator re-processing stored mail, not a flood.
-	if m.env.Channel != ChannelReplay && !h.dryRun {
-		if facts.Throttle, err = h.limiter.Count(ctx, m.from, space.Key); err != nil {
-			return deferred(err)
-		}
+	if facts.Throttle, err = readThrottle(); err != nil {
+		return deferred(err)
 	}
 	d := identify.Decide(facts, sender, identify.Space{Key: space.Key, Restricted: space.ChannelAccess == config.ChannelRestricted}, h.settings)
 	if h.dryRun {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer a.close()
 	cfg := a.cfg
 	setMemoryLimit(a)
+	if path := os.Getenv("MAILGW_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	var sender verify.Sender
 	if cfg.Outbound.Smarthost != "" {
@@ -142,6 +150,20 @@ func setMemoryLimit(a *app) {
 	limit := a.cfg.SMTP.MaxInflightBytes + 64<<20
 	debug.SetMemoryLimit(limit)
 	a.log.Info().Int64("bytes", limit).Msg("memory limit for the garbage collector")
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called: for measuring a running server under real load.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // startPollers runs one poller per configured mailbox; the returned
