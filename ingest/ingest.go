@@ -73,6 +73,7 @@ type Handler struct {
 	hostname     string
 	recorder     route.Recorder
 	verifier     Verifier
+	batcher      *route.Batcher
 	auth         *identify.Authenticator
 	limiter      *identify.Limiter
 	now          func() time.Time
@@ -94,6 +95,9 @@ type Options struct {
 	// LogWriter, when set, appends decisions to the log stream in the
 	// background (serve); without it each is written before Handle returns.
 	LogWriter *route.LogWriter
+	// Batcher, when set, sends the look-ups and writes of concurrent
+	// messages in shared pipelines (serve).
+	Batcher *route.Batcher
 }
 
 // Verifier is the verification stage as ingest sees it.
@@ -135,6 +139,7 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 		hostname: cfg.Hostname,
 		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun, Writer: opt.LogWriter},
 		verifier: opt.Verifier,
+		batcher:  opt.Batcher,
 		auth:     identify.NewAuthenticator(cfg.Access.Authentication, opt.Resolver),
 		limiter:  identify.NewLimiter(rdb, cfg.Redis.Prefix, cfg.Rate, cfg.Redis.Timeout.D(), now),
 		now:      now,
@@ -295,16 +300,18 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	// stored mail, not a flood, so it is not counted.
 	counted := m.env.Channel != ChannelReplay && !h.dryRun
 	lctx, cancel := context.WithTimeout(ctx, h.redisTimeout)
-	pipe := h.rdb.Pipeline()
-	readSeen := h.store.QueueLookup(lctx, pipe, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
-	readSender := h.dir.QueueLookup(lctx, pipe, m.from, space.Key)
+	var readSeen func(context.Context) (route.Seen, error)
+	var readSender func(context.Context) (identify.Sender, error)
 	readThrottle := func() (*identify.Throttle, error) { return nil, nil }
-	if counted {
-		readThrottle = h.limiter.QueueCount(lctx, pipe, m.from, space.Key)
-	}
-	_, err := pipe.Exec(lctx)
+	err := h.pipeline(lctx, func(pipe redis.Pipeliner) {
+		readSeen = h.store.QueueLookup(lctx, pipe, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
+		readSender = h.dir.QueueLookup(lctx, pipe, m.from, space.Key)
+		if counted {
+			readThrottle = h.limiter.QueueCount(lctx, pipe, m.from, space.Key)
+		}
+	})
 	cancel()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return deferred(fmt.Errorf("ingest: look up %s: %w", m.id, err))
 	}
 	seen, err := readSeen(ctx)
@@ -342,6 +349,24 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	return d
 }
 
+// pipeline runs fill's commands in one round trip: through the batcher,
+// with other messages', when there is one. Errors of single commands are
+// left to their readers.
+func (h *Handler) pipeline(ctx context.Context, fill func(redis.Pipeliner)) error {
+	if h.batcher != nil {
+		return h.batcher.Do(ctx, fill)
+	}
+	pipe := h.rdb.Pipeline()
+	fill(pipe)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		var rerr redis.Error
+		if !errors.As(err, &rerr) {
+			return err
+		}
+	}
+	return nil
+}
+
 // threadParents lists the ids a reply may name, most telling first: the
 // direct parent, then References from the newest.
 func threadParents(msg *parse.Message) []string {
@@ -371,7 +396,13 @@ func (h *Handler) queue(ctx context.Context, m *message, space config.Space, d i
 		return deferred(err)
 	}
 	req := h.request(m, space, d)
-	w, err := h.store.Write(ctx, req)
+	var w route.Written
+	var err error
+	if h.batcher != nil {
+		w, err = h.store.WriteBatched(ctx, h.batcher, req)
+	} else {
+		w, err = h.store.Write(ctx, req)
+	}
 	if err != nil {
 		return deferred(err)
 	}

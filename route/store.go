@@ -152,6 +152,38 @@ const maxParticipants = 500
 func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	keys, args := s.writeArgs(r)
+	res, err := s.runWrite(ctx, keys, args)
+	if err != nil {
+		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
+	}
+	return written(r.Space, res)
+}
+
+// WriteBatched is Write with the script sent through b, in one pipeline
+// with other messages' commands. It falls back to Write when Redis lost
+// the script (after a restart) and when replicas must confirm.
+func (s *Store) WriteBatched(ctx context.Context, b *Batcher, r Request) (Written, error) {
+	if s.opt.WaitReplicas > 0 {
+		return s.Write(ctx, r)
+	}
+	keys, args := s.writeArgs(r)
+	var cmd *redis.Cmd
+	err := b.Do(ctx, func(pipe redis.Pipeliner) { cmd = writeScript.EvalSha(ctx, pipe, keys, args...) })
+	if err != nil {
+		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
+	}
+	res, err := cmd.Slice()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return s.Write(ctx, r)
+	}
+	if err != nil {
+		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
+	}
+	return written(r.Space, res)
+}
+
+func (s *Store) writeArgs(r Request) ([]string, []any) {
 	release := "0"
 	if r.Release {
 		release = "1"
@@ -170,18 +202,29 @@ func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 		args = append(args, f.Name, f.Value)
 	}
 	keys := []string{s.msgKey(r.Space, r.MessageID), s.spacePrefix(r.Space) + "seq", s.StreamKey(r.Space)}
-	res, err := s.runWrite(ctx, keys, args)
-	if err != nil {
-		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
-	}
+	return keys, args
+}
+
+func written(space string, res []any) (Written, error) {
 	if len(res) != 3 {
-		return Written{}, fmt.Errorf("route: write to %s: unexpected script result %v", r.Space, res)
+		return Written{}, fmt.Errorf("route: write to %s: unexpected script result %v", space, res)
 	}
 	w := Written{Duplicate: fmt.Sprint(res[0]) == "0", ID: fmt.Sprint(res[1]), EntryID: fmt.Sprint(res[2])}
 	if w.Duplicate && w.ID == heldMarker {
 		w.ID = ""
 	}
 	return w, nil
+}
+
+// LoadScripts makes sure Redis has the write script, so that batched
+// writes, which can only use EVALSHA, find it.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := writeScript.Load(ctx, s.rdb).Err(); err != nil {
+		return fmt.Errorf("route: load scripts: %w", err)
+	}
+	return nil
 }
 
 // runWrite runs the write script. With WaitReplicas it runs it and WAIT on
