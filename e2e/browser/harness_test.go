@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-smtp"
 )
@@ -564,8 +562,8 @@ func startBrowser(t *testing.T, ctx context.Context) context.Context {
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("disable-breakpad", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		// A tab in the background runs as one in front: the test clicks
-		// in both.
+		// A tab in the background runs as one in front: the test uses
+		// two.
 		chromedp.Flag("disable-background-timer-throttling", true),
 		chromedp.Flag("disable-backgrounding-occluded-windows", true),
 		chromedp.Flag("disable-renderer-backgrounding", true),
@@ -593,14 +591,6 @@ func startBrowser(t *testing.T, ctx context.Context) context.Context {
 		t.Fatalf("start %s: %v\nits output%s", chromiumPath, err, lastLines(out.String(), 30))
 	}
 	return tabCtx
-}
-
-// bringToFront makes tab the active one, as a user switching tabs does.
-func bringToFront(t testing.TB, tab context.Context) {
-	t.Helper()
-	if _, err := chromedp.Call(tab, page.BringToFront, cdp.Empty{}); err != nil {
-		t.Fatalf("browser: bring tab to front: %v", err)
-	}
 }
 
 // requireChromium fails the test when Debian's Chromium is missing: a
