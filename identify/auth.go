@@ -82,9 +82,16 @@ func NewAuthenticator(a config.Authentication, lookup Resolver) *Authenticator {
 func (a *Authenticator) Verdict(ctx context.Context, msg *parse.Message, raw []byte, from string) Verdict {
 	fromDomain := mailaddr.Domain(from)
 	for _, h := range msg.Header("Authentication-Results") {
-		id, results, err := authres.Parse(h)
-		if err != nil || !a.trusted[strings.ToLower(id)] {
+		v := stripARComments(h)
+		id := authservID(v)
+		if !a.trusted[strings.ToLower(id)] {
 			continue
+		}
+		// The topmost trusted header decides even when unreadable: the
+		// ones below it may be forged.
+		_, results, err := authres.Parse(v)
+		if err != nil {
+			return Verdict{Result: VerdictNone, Source: "authres:" + id, Detail: "unreadable Authentication-Results: " + err.Error()}
 		}
 		return fromAuthResults(id, results, fromDomain)
 	}
@@ -94,6 +101,53 @@ func (a *Authenticator) Verdict(ctx context.Context, msg *parse.Message, raw []b
 	return a.checkDKIM(ctx, raw, fromDomain)
 }
 
+// authservID returns the authserv-id of an Authentication-Results value
+// (RFC 8601 §2.2), whether or not the results after it can be read.
+func authservID(v string) string {
+	first, _, _ := strings.Cut(v, ";")
+	if f := strings.Fields(first); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
+// stripARComments removes RFC 5322 comments outside quoted strings, which
+// authres.Parse does not understand (OpenDKIM writes "(2048-bit key; unprotected)").
+func stripARComments(v string) string {
+	var b strings.Builder
+	depth, quoted := 0, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted:
+			if c == '\\' && i+1 < len(v) {
+				b.WriteByte(c)
+				i++
+				c = v[i]
+			} else if c == '"' {
+				quoted = false
+			}
+		case depth > 0:
+			if c == '\\' {
+				i++
+			} else if c == '(' {
+				depth++
+			} else if c == ')' {
+				depth--
+			}
+			continue
+		case c == '(':
+			depth++
+			b.WriteByte(' ')
+			continue
+		case c == '"':
+			quoted = true
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
 func fromAuthResults(id string, results []authres.Result, fromDomain string) Verdict {
 	src := "authres:" + id
 	var dmarcFail, anyEvidence bool
@@ -101,7 +155,7 @@ func fromAuthResults(id string, results []authres.Result, fromDomain string) Ver
 		switch r := r.(type) {
 		case *authres.DMARCResult:
 			anyEvidence = true
-			if r.From != "" && !strings.EqualFold(r.From, fromDomain) {
+			if hf, err := mailaddr.NormalizeDomain(r.From); r.From != "" && (err != nil || hf != fromDomain) {
 				continue // about another From: not this message's
 			}
 			switch r.Value {
@@ -168,7 +222,14 @@ func (a *Authenticator) checkDKIM(ctx context.Context, raw []byte, fromDomain st
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	lookup := func(name string) ([]string, error) { return a.lookupTXT(ctx, name) }
-	record, derr := dmarc.LookupWithOptions(fromDomain, &dmarc.LookupOptions{LookupTXT: lookup})
+	opts := &dmarc.LookupOptions{LookupTXT: lookup}
+	record, derr := dmarc.LookupWithOptions(fromDomain, opts)
+	if errors.Is(derr, dmarc.ErrNoPolicy) {
+		// RFC 7489 §6.6.3: fall back to the organizational domain's record.
+		if org, err := publicsuffix.EffectiveTLDPlusOne(fromDomain); err == nil && org != fromDomain {
+			record, derr = dmarc.LookupWithOptions(org, opts)
+		}
+	}
 	strict := record != nil && record.DKIMAlignment == dmarc.AlignmentStrict
 	verifications, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: lookup, MaxVerifications: maxSignatures})
 	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {

@@ -217,7 +217,7 @@ func TestCanonicalFrom(t *testing.T) {
 	}{
 		{"carol@example.com", true},
 		{"Carol@EXAMPLE.com", true},
-		{"jürgen@example.com", true},       // NFC, as mail clients write it
+		{"jürgen@example.com", true},        // NFC, as mail clients write it
 		{"ju\u0308rgen@example.com", false}, // NFD: looks the same, is not
 		{"JU\u0308RGEN@example.com", false},
 		{"carol", false},

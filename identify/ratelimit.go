@@ -38,10 +38,16 @@ type Throttle struct {
 	Limit string // "sender" or "space"
 	Count int64
 	Max   int
+	// Penalty: under the limit now, but over it recently.
+	Penalty bool
 }
 
 func (t Throttle) String() string {
-	return fmt.Sprintf("%s rate limit: %d messages, limit %d per window", t.Limit, t.Count, t.Max)
+	s := fmt.Sprintf("%s rate limit: %d messages, limit %d per window", t.Limit, t.Count, t.Max)
+	if t.Penalty {
+		s += "; still throttled for going over it recently"
+	}
+	return s
 }
 
 // Count adds one message from sender to space and reports the first limit
@@ -83,6 +89,13 @@ func (l *Limiter) counters(sender, space string) []*counter {
 	return out
 }
 
+// penaltyWindows is how many windows a sender that went over its limit
+// stays throttled, counted from its latest attempt: a mail loop keeps
+// trying, so it stays stopped, where a mere burst is let through again.
+const penaltyWindows = 10
+
+func (l *Limiter) penaltyKey(sender string) string { return l.prefix + "rl:penalty:" + sender }
+
 // QueueCount adds Count's commands to pipe, so that callers can share the
 // round trip with their look-ups; after pipe ran, the returned function
 // reports the limit gone over.
@@ -92,20 +105,39 @@ func (l *Limiter) QueueCount(ctx context.Context, pipe redis.Pipeliner, sender, 
 		c.cmd = pipe.Incr(ctx, c.key)
 		pipe.Expire(ctx, c.key, 2*c.lim.Window.D())
 	}
+	var penalty *redis.IntCmd
+	if !l.sender.Off() {
+		penalty = pipe.Exists(ctx, l.penaltyKey(sender))
+	}
 	return func() (*Throttle, error) {
 		for _, c := range cs {
 			if err := c.cmd.Err(); err != nil {
 				return nil, fmt.Errorf("identify: rate limit: %w", err)
 			}
 		}
+		var t *Throttle
 		for _, c := range cs {
 			if c.cmd.Val() > int64(c.lim.Count) {
-				return &Throttle{Limit: c.name, Count: c.cmd.Val(), Max: c.lim.Count}, nil
+				t = &Throttle{Limit: c.name, Count: c.cmd.Val(), Max: c.lim.Count}
+				break
 			}
 		}
-		return nil, nil
+		if t == nil && penalty != nil && penalty.Val() > 0 {
+			t = &Throttle{Limit: "sender", Count: cs[0].cmd.Val(), Max: l.sender.Count, Penalty: true}
+		}
+		if t != nil && t.Limit != "space" && !l.sender.Off() {
+			// Every attempt while throttled renews the penalty.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
+			defer cancel()
+			if err := l.rdb.Set(pctx, l.penaltyKey(sender), "1", penaltyWindows*l.sender.Window.D()).Err(); err != nil {
+				return t, fmt.Errorf("identify: rate limit penalty: %w", err)
+			}
+		}
+		return t, nil
 	}
 }
+
+var uncountScript = redis.NewScript(`if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0`)
 
 // Uncount takes back a message counted by QueueCount that turned out not
 // to count (a duplicate, or one refused before the rate limit row).
@@ -114,7 +146,9 @@ func (l *Limiter) Uncount(ctx context.Context, sender, space string) error {
 	defer cancel()
 	pipe := l.rdb.Pipeline()
 	for _, c := range l.counters(sender, space) {
-		pipe.Decr(ctx, c.key)
+		// Only a counter that still exists: one of a window that has
+		// since begun would be created at -1 and never expire.
+		uncountScript.Eval(ctx, pipe, []string{c.key})
 	}
 	if pipe.Len() == 0 {
 		return nil

@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"fmt"
+	"github.com/alicebob/miniredis/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +63,7 @@ type site struct {
 	h    *ingest.Handler
 	cfg  *config.Config
 	rdb  *redis.Client
+	mr   *miniredis.Miniredis
 	mail *mailbox
 }
 
@@ -71,7 +73,7 @@ func newSite(t testing.TB, yaml string, opt ingest.Options) *site {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	rdb, _ := redistest.Mini(t)
+	rdb, mr := redistest.Mini(t)
 	if err := identify.NewDirectory(rdb, cfg.Redis.Prefix, 0).Seed(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func newSite(t testing.TB, yaml string, opt ingest.Options) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &site{h: h, cfg: cfg, rdb: rdb, mail: mb}
+	return &site{h: h, cfg: cfg, rdb: rdb, mr: mr, mail: mb}
 }
 
 // stream returns the entries of a space's request stream.

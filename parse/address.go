@@ -124,6 +124,9 @@ func (p *parser) lenientAddress(seg string, fb charset) (Address, bool) {
 		addr := rest
 		if gt := strings.IndexByte(rest, '>'); gt >= 0 {
 			addr = rest[:gt]
+			if strings.Contains(stripAllComments(rest[gt+1:]), "@") {
+				return Address{}, false // "<a@b>c@d": two addresses, trust neither
+			}
 			if trail := strings.TrimSpace(rest[gt+1:]); trail != "" && strings.TrimSpace(name) == "" {
 				name = trail // "<a@b> (Name)"
 			}
@@ -138,7 +141,8 @@ func (p *parser) lenientAddress(seg string, fb charset) (Address, bool) {
 		}
 		return Address{Name: p.displayName(name, fb), Address: addr}, true
 	}
-	fields := strings.Fields(seg)
+	// Comments are no part of the address: "(a@b) c@d" is c@d.
+	fields := strings.Fields(stripAllComments(seg))
 	for i, f := range fields {
 		if !strings.Contains(f, "@") {
 			continue
@@ -197,8 +201,10 @@ func (p *parser) displayName(s string, fb charset) string {
 // cleanAddr strips what lenient parsing leaves around an address: white
 // space, quotes, a mailto: scheme, an obsolete source route.
 func cleanAddr(a string) string {
+	// Only folding white space goes; other control characters stay, so
+	// that mailaddr refuses the address instead of reading another one.
 	a = strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f || r == utf8.RuneError {
+		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
 			return -1
 		}
 		return r
