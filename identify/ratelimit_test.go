@@ -87,13 +87,21 @@ func TestLimiter(t *testing.T) {
 					t.Fatalf("other space: %+v, want the sender limit with count 7", th)
 				}
 
-				// The next window starts afresh.
+				// The next window counts afresh, but a sender that went over
+				// stays throttled while its penalty lasts.
 				clk.add(time.Minute)
-				if th := count(t, l, "carol@example.com", "IT"); th != nil {
-					t.Fatalf("first message of the next window throttled: %v", th)
+				if th := count(t, l, "carol@example.com", "IT"); th == nil || !th.Penalty || th.Count != 1 {
+					t.Fatalf("first message of the next window: %+v, want the penalty with count 1", th)
+				}
+				if ttl := rdb.TTL(context.Background(), "mailgw:rl:penalty:carol@example.com").Val(); ttl <= 9*time.Minute || ttl > 10*time.Minute {
+					t.Errorf("penalty TTL %v, want ten windows from the latest attempt", ttl)
+				}
+				// One that never went over is not affected.
+				if th := count(t, l, "dan@example.com", "IT"); th != nil {
+					t.Fatalf("other sender in the next window: %+v", th)
 				}
 				// Counters expire: at most two windows.
-				keys, err := rdb.Keys(context.Background(), "mailgw:rl:*").Result()
+				keys, err := rdb.Keys(context.Background(), "mailgw:rl:s*").Result()
 				if err != nil {
 					t.Fatal(err)
 				}
