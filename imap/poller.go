@@ -54,6 +54,8 @@ type Options struct {
 
 // Poller drains one configured mailbox.
 type Poller struct {
+	// keywords: the mailbox takes keywords of ours (PERMANENTFLAGS \*).
+	keywords bool
 	cfg      config.IMAP
 	password string
 	h        Handler
@@ -258,6 +260,10 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("imap: select %s: %w", p.cfg.Mailbox, err)
 	}
 	p.log.Info().Uint32("uidvalidity", sel.UIDValidity).Uint32("messages", sel.NumMessages).Msg("connected")
+	p.keywords = slices.Contains(sel.PermanentFlags, goimap.FlagWildcard)
+	if err := p.finishMoves(c); err != nil {
+		return false, err
+	}
 
 	for {
 		if cause := context.Cause(sctx); cause != nil {
@@ -477,7 +483,8 @@ type outcome int
 const (
 	done     outcome = iota // queued, held or ignored: seen or processed
 	refused                 // rejected: to the rejected folder
-	deferred                // leave it unseen, stop the batch
+	deferred                // Redis failed: leave it unseen, stop the batch
+	later                   // rate limited: leave it unseen, go on with the others
 	failed                  // could not be handled: counts towards poison
 )
 
@@ -515,6 +522,9 @@ func (p *Poller) handleBatch(ctx context.Context, c *imapclient.Client, cur curs
 		case deferred:
 			stopped = true
 			continue
+		case later:
+			// One flooding sender must not hold up everyone else's mail.
+			settled = false
 		case failed:
 			poison, perr := p.fail(ctx, uid, err)
 			switch {
@@ -595,10 +605,12 @@ func (p *Poller) handle(ctx context.Context, uid goimap.UID, raw []byte) (o outc
 	}, raw)
 	o = refused
 	for _, d := range res.Decisions {
-		switch d.Outcome {
-		case identify.Deferred:
+		switch {
+		case d.Outcome == identify.Deferred && d.Reason == identify.ReasonRateLimited:
+			o = later
+		case d.Outcome == identify.Deferred:
 			return deferred
-		case identify.Queued, identify.Held, identify.Ignored:
+		case o != later && (d.Outcome == identify.Queued || d.Outcome == identify.Held || d.Outcome == identify.Ignored):
 			o = done
 		}
 	}
@@ -634,13 +646,14 @@ func (p *Poller) resetFailures(ctx context.Context) error {
 func (p *Poller) settle(ctx context.Context, c *imapclient.Client, doneSet, refusedSet goimap.UIDSet) (int, error) {
 	n := 0
 	for _, s := range []struct {
-		set    goimap.UIDSet
-		folder string
-	}{{doneSet, p.cfg.Processed}, {refusedSet, p.cfg.Rejected}} {
+		set     goimap.UIDSet
+		folder  string
+		keyword goimap.Flag
+	}{{doneSet, p.cfg.Processed, keywordProcessed}, {refusedSet, p.cfg.Rejected, keywordRejected}} {
 		if len(s.set) == 0 {
 			continue
 		}
-		if err := p.moveOrMark(c, s.set, s.folder); err != nil {
+		if err := p.moveOrMark(c, s.set, s.folder, s.keyword); err != nil {
 			return n, err
 		}
 		uids, _ := s.set.Nums()
@@ -649,10 +662,23 @@ func (p *Poller) settle(ctx context.Context, c *imapclient.Client, doneSet, refu
 	return n, nil
 }
 
-func (p *Poller) moveOrMark(c *imapclient.Client, set goimap.UIDSet, folder string) error {
-	// Seen first: were the move to fail half-way on a server without
-	// MOVE, the copy left behind is at least not fetched again.
-	store := c.Store(set, &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagSeen}}, nil)
+// Keywords that mark mail flagged \Seen on its way to a folder: a crash
+// between the flag and the move would leave seen mail in the mailbox that
+// no search for unseen mail finds again, so each session first finishes
+// the moves its keywords name.
+const (
+	keywordProcessed goimap.Flag = "$MailgwProcessed"
+	keywordRejected  goimap.Flag = "$MailgwRejected"
+)
+
+// moveOrMark flags handled mail \Seen and, with a folder, moves it there
+// (RFC 6851 MOVE, or go-imap's COPY, \Deleted and EXPUNGE).
+func (p *Poller) moveOrMark(c *imapclient.Client, set goimap.UIDSet, folder string, keyword goimap.Flag) error {
+	flags := []goimap.Flag{goimap.FlagSeen}
+	if folder != "" && p.keywords {
+		flags = append(flags, keyword)
+	}
+	store := c.Store(set, &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: flags}, nil)
 	if err := store.Close(); err != nil {
 		return fmt.Errorf("imap: mark seen: %w", err)
 	}
@@ -661,6 +687,34 @@ func (p *Poller) moveOrMark(c *imapclient.Client, set goimap.UIDSet, folder stri
 	}
 	if _, err := c.Move(set, folder).Wait(); err != nil {
 		return fmt.Errorf("imap: move to %s: %w", folder, err)
+	}
+	return nil
+}
+
+// finishMoves moves mail a previous session flagged but did not move.
+func (p *Poller) finishMoves(c *imapclient.Client) error {
+	if !p.keywords {
+		return nil
+	}
+	for _, f := range []struct {
+		folder  string
+		keyword goimap.Flag
+	}{{p.cfg.Processed, keywordProcessed}, {p.cfg.Rejected, keywordRejected}} {
+		if f.folder == "" {
+			continue
+		}
+		data, err := c.UIDSearch(&goimap.SearchCriteria{Flag: []goimap.Flag{f.keyword}}, nil).Wait()
+		if err != nil {
+			return fmt.Errorf("imap: search %s: %w", f.keyword, err)
+		}
+		uids, err := allUIDs(data)
+		if err != nil || len(uids) == 0 {
+			return err
+		}
+		p.log.Warn().Int("messages", len(uids)).Str("folder", f.folder).Msg("finishing moves an earlier session left undone")
+		if _, err := c.Move(goimap.UIDSetNum(uids...), f.folder).Wait(); err != nil {
+			return fmt.Errorf("imap: move to %s: %w", f.folder, err)
+		}
 	}
 	return nil
 }

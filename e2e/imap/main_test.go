@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -39,6 +40,7 @@ const (
 	leaseKey  = "mailgw:imap:" + mailboxName + ":lease"
 	cursorKey = "mailgw:imap:" + mailboxName + ":cursor"
 	itStream  = "mailgw:{IT}:requests"
+	logStream = "mailgw:log"
 )
 
 // mailgwBin is the binary TestMain builds; every test runs it.
@@ -77,6 +79,7 @@ func runTests(m *testing.M) int {
 type gwOptions struct {
 	RedisURL     string
 	IMAP         *dovecottest.Server
+	IMAPAddr     string // imap[0].addr, when not IMAP.Addr() (a proxy)
 	PollInterval string // imap[0].poll_interval; default 1s
 }
 
@@ -103,6 +106,10 @@ func writeConfig(t testing.TB, smtpPort, httpPort int, o gwOptions) string {
 	if poll == "" {
 		poll = "1s"
 	}
+	addr := o.IMAPAddr
+	if addr == "" {
+		addr = o.IMAP.Addr()
+	}
 	smtpCfg := map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", smtpPort), "shutdown_grace": "5s"}
 	if fs, ok := fixture["smtp"].(map[string]any); ok && fs["max_message_bytes"] != nil {
 		smtpCfg["max_message_bytes"] = fs["max_message_bytes"]
@@ -118,7 +125,7 @@ func writeConfig(t testing.TB, smtpPort, httpPort int, o gwOptions) string {
 		},
 		"imap": []any{map[string]any{
 			"name":          mailboxName,
-			"addr":          o.IMAP.Addr(),
+			"addr":          addr,
 			"tls":           "none",
 			"username":      o.IMAP.User,
 			"password_env":  passwordEnv,
@@ -390,6 +397,120 @@ func freePort(t testing.TB) int {
 	return port
 }
 
+// ---------------------------------------------------------------- proxy
+
+// stallProxy passes IMAP connections through to a server until a client
+// sends its first UID STORE. It forwards that command and, once the
+// server has answered it, closes Stored and forwards nothing more from
+// that client: the command after it (the MOVE) never reaches the server.
+// The test can then kill mailgw at exactly that point.
+type stallProxy struct {
+	Addr   string
+	Stored chan struct{}
+
+	target string
+	armed  sync.Once // the first STORE stalls its connection
+	fired  sync.Once
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{Addr: ln.Addr().String(), Stored: make(chan struct{}), target: target, ln: ln}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { p.serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+// track keeps c to be closed by the cleanup.
+func (p *stallProxy) track(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns = append(p.conns, c)
+}
+
+func (p *stallProxy) serve(client net.Conn) {
+	p.track(client)
+	defer client.Close()
+	server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	p.track(server)
+	defer server.Close()
+	storeTag := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer client.Close()
+		r := bufio.NewReader(server)
+		tag := ""
+		for {
+			line, err := r.ReadString('\n')
+			if _, werr := client.Write([]byte(line)); werr != nil || err != nil {
+				return
+			}
+			if tag == "" {
+				select {
+				case tag = <-storeTag:
+				default:
+				}
+			}
+			if tag != "" && strings.HasPrefix(line, tag+" ") {
+				p.fired.Do(func() { close(p.Stored) })
+			}
+		}
+	}()
+	r := bufio.NewReader(client)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		f := strings.Fields(line)
+		stall := false
+		if len(f) >= 3 && strings.EqualFold(f[1], "UID") && strings.EqualFold(f[2], "STORE") {
+			p.armed.Do(func() { stall = true })
+		}
+		if stall {
+			storeTag <- f[0]
+		}
+		if _, err := server.Write([]byte(line)); err != nil {
+			break
+		}
+		if stall {
+			// Hold everything after the STORE until the client goes away.
+			_, _ = io.Copy(io.Discard, r)
+			break
+		}
+	}
+	_ = server.Close()
+	<-done
+}
+
 // ---------------------------------------------------------------- decision log
 
 // logEntry is one object of "mailgw log --json".
@@ -466,6 +587,19 @@ func xlen(t testing.TB, rdb *redis.Client) int64 {
 	return n
 }
 
+// waitLog waits until the decision log stream has at least n entries:
+// mailgw writes it in the background, shortly after the decisions.
+func waitLog(t testing.TB, rdb *redis.Client, n int64) {
+	t.Helper()
+	waitFor(t, 15*time.Second, fmt.Sprintf("%d decision log entries", n), func() (bool, string) {
+		got, err := rdb.XLen(rctx(t), logStream).Result()
+		if err != nil {
+			t.Fatalf("XLEN %s: %v", logStream, err)
+		}
+		return got >= n, fmt.Sprintf("%d entries", got)
+	})
+}
+
 // leaseHolder returns the pid in the lease value ("host/pid/random"), 0
 // when nobody holds it.
 func leaseHolder(t testing.TB, rdb *redis.Client) int {
@@ -504,6 +638,34 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() (bool,
 			t.Fatalf("%s: not after %v (%s)", what, within, state)
 		}
 		time.Sleep(pollEvery)
+	}
+}
+
+// killWhenQueued kills g with SIGKILL as soon as the stream has more than
+// n entries, polling every millisecond so that the kill lands in the
+// middle of a batch, and returns the stream length it saw. check, if not
+// nil, runs every 50 ms meanwhile.
+func killWhenQueued(t testing.TB, g *gateway, rdb *redis.Client, n int64, check func()) int64 {
+	t.Helper()
+	const within = 60 * time.Second
+	start, lastCheck := time.Now(), time.Time{}
+	for {
+		got := xlen(t, rdb)
+		if got > n {
+			g.kill(t)
+			return got
+		}
+		if g.exited() {
+			t.Fatalf("%s exited by itself: %v", g.Name, g.err)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("stream has %d entries after %v, want more than %d", got, within, n)
+		}
+		if check != nil && time.Since(lastCheck) > pollEvery {
+			check()
+			lastCheck = time.Now()
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

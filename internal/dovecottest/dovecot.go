@@ -1,0 +1,657 @@
+package dovecottest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DefaultBinary is where Debian's dovecot-core puts the master process.
+const DefaultBinary = "/usr/sbin/dovecot"
+
+// The one mail user Start creates unless the User option says otherwise.
+const (
+	DefaultUser     = "support"
+	DefaultPassword = "secret"
+)
+
+const (
+	startTimeout  = 15 * time.Second       // bound on waiting for a new server to log a user in
+	rebindTimeout = 5 * time.Second        // Start after Stop: how long a taken port is retried
+	stopGrace     = 5 * time.Second        // between SIGTERM and SIGKILL
+	probeTimeout  = 2 * time.Second        // per readiness probe
+	pollInterval  = 25 * time.Millisecond  // between readiness probes
+	portAttempts  = 5                      // fresh ports tried when bind fails
+	opTimeout     = 60 * time.Second       // whole Append, Messages, Status, ... operation
+	dialTimeout   = 5 * time.Second        // TCP connect of a helper client
+	maxBaseDir    = 60                     // longest temporary directory; sockets live below it
+	versionWait   = 10 * time.Second       // dovecot --version
+	userIPConns   = 1000                   // mail_max_userip_connections
+	clientLimit   = 1000                   // default_client_limit
+	processLimit  = 500                    // default_process_limit
+	probeTag      = "dovecottest-probe"    // IMAP tag of the readiness probe
+	logTailLimit  = 4 << 10                // bytes of output shown on a failed start
+	rebindPause   = 100 * time.Millisecond // between bind attempts of Start
+)
+
+// Option changes how Start configures the server.
+type Option func(*settings)
+
+type settings struct {
+	bin            string
+	user, password string
+	extra          string
+}
+
+// User sets the name and password of the mail user (default support,
+// secret). The name must be a plain word: letters, digits, '.', '_', '-'.
+func User(name, password string) Option {
+	return func(s *settings) { s.user, s.password = name, password }
+}
+
+// Config appends lines to the generated dovecot.conf; later settings
+// override earlier ones, so this can change any default.
+func Config(lines string) Option {
+	return func(s *settings) { s.extra += lines + "\n" }
+}
+
+// Binary runs another dovecot executable instead of /usr/sbin/dovecot.
+func Binary(path string) Option {
+	return func(s *settings) { s.bin = path }
+}
+
+// Server is a Dovecot instance owned by one test. It runs until the test
+// ends unless the test stops or kills it first.
+//
+// Stop, Start and Kill report failures with the test's Fatal, so call them
+// from the goroutine running the test that created the Server. Append,
+// Messages and the other client helpers take the testing.TB to fail.
+type Server struct {
+	Dir      string // temporary directory: dovecot.conf, passwd, mail/, run/ (base_dir), state/
+	Config   string // path of the generated dovecot.conf
+	LogFile  string // Dovecot's log (log_path); its tail is shown when start-up fails
+	User     string // mail user name
+	Password string // its password
+	Version  string // output of dovecot --version, e.g. "2.3.19.1 (9b53102964)"
+
+	t       testing.TB
+	bin     string
+	addr    string
+	outFile string // stdout and stderr of the master: errors before the log opens
+
+	mu   sync.Mutex // serialises Start, Stop, Kill and the cleanup
+	proc *process   // nil while stopped
+}
+
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the master has exited, its group been killed and it been reaped
+	err  error         // exit status; read only after done is closed
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// errBind marks a start-up that failed because the port was taken.
+var errBind = errors.New("dovecottest: port already in use")
+
+// Start writes a configuration into a new temporary directory and runs
+// "dovecot -F -c DIR/dovecot.conf" listening for IMAP on 127.0.0.1 and a
+// free port, then waits until the mail user can log in. Dovecot and every
+// process it spawns are killed, and the directory removed, when the test
+// ends. If the port is taken before Dovecot binds it, Start tries up to
+// five ports.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	st := settings{bin: DefaultBinary, user: DefaultUser, password: DefaultPassword}
+	for _, o := range opts {
+		o(&st)
+	}
+	if !plainWord(st.user) || strings.ContainsAny(st.password, ":\r\n\"\\") {
+		t.Fatalf("dovecottest: unusable user %q or password (no ':', quotes, backslashes or line breaks)", st.user)
+	}
+	if fi, err := os.Stat(st.bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		t.Fatalf("dovecottest: %s is not installed (%v): run scripts/test.sh, which installs dovecot-imapd", st.bin, err)
+	}
+	version, err := dovecotVersion(st.bin)
+	if err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+	acct, err := accounts()
+	if err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+
+	dir := tempDir(t)
+	s := &Server{
+		Dir:      dir,
+		Config:   filepath.Join(dir, "dovecot.conf"),
+		LogFile:  filepath.Join(dir, "dovecot.log"),
+		User:     st.user,
+		Password: st.password,
+		Version:  version,
+		t:        t,
+		bin:      st.bin,
+		outFile:  filepath.Join(dir, "dovecot.out"),
+	}
+	t.Cleanup(s.cleanup)
+	if err := s.prepare(acct); err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range portAttempts {
+		var port int
+		port, err = freePort()
+		if err != nil {
+			t.Fatalf("dovecottest: find a free port: %v", err)
+		}
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		conf := config(version, dir, port, st.user, acct) + st.extra
+		if err = os.WriteFile(s.Config, []byte(conf), 0o644); err != nil {
+			t.Fatalf("dovecottest: %v", err)
+		}
+		if err = s.launch(); err == nil {
+			t.Logf("dovecottest: Dovecot %s pid %d listening on %s, dir %s", version, s.proc.cmd.Process.Pid, s.addr, dir)
+			return s
+		}
+		if !errors.Is(err, errBind) {
+			break
+		}
+	}
+	t.Fatal(err)
+	return nil
+}
+
+// Addr is the IMAP listener, "127.0.0.1:PORT". It stays the same across
+// Stop and Start.
+func (s *Server) Addr() string { return s.addr }
+
+// Port is the port of Addr.
+func (s *Server) Port() int {
+	_, p, _ := net.SplitHostPort(s.addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// PID is the process id of the Dovecot master, 0 while stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
+// Stop shuts Dovecot down with SIGTERM (the master ends its children and
+// the connections they serve) and waits until the master has exited;
+// anything of its process group still alive then is killed. After
+// stopGrace the whole group is killed. Mail stays; Start brings the server
+// back on the same port. Stop on a stopped server does nothing.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	s.terminate(s.proc)
+	s.proc = nil
+}
+
+// Kill ends Dovecot's whole process group with SIGKILL, to simulate a
+// crash of the server, and waits for the master. Start brings it back.
+// Kill on a stopped server does nothing.
+func (s *Server) Kill() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	killGroup(s.proc)
+	<-s.proc.done
+	s.proc = nil
+}
+
+// Start restarts a stopped or killed server with the same configuration,
+// port and mail, and waits until the user can log in. A port still held
+// by a dying process is retried for a few seconds; Start fails the test
+// if the server is running or the port stays taken.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		if !s.proc.exited() {
+			s.t.Fatalf("dovecottest: Start: Dovecot on %s is already running", s.addr)
+		}
+		s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.err)
+		s.proc = nil
+	}
+	deadline := time.Now().Add(rebindTimeout)
+	for {
+		err := s.launch()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errBind) || time.Now().After(deadline) {
+			s.t.Fatal(err)
+		}
+		time.Sleep(rebindPause)
+	}
+}
+
+// cleanup ends the processes and removes the directory at the end of the test.
+func (s *Server) cleanup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		if s.proc.exited() {
+			s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.err)
+		} else {
+			s.terminate(s.proc)
+		}
+		s.proc = nil
+	}
+	if s.t.Failed() {
+		s.t.Logf("dovecottest: Dovecot log %s:\n%s", s.LogFile, tail(s.LogFile, 0))
+	}
+	if err := os.RemoveAll(s.Dir); err != nil {
+		s.t.Errorf("dovecottest: remove %s: %v", s.Dir, err)
+	}
+}
+
+// terminate sends SIGTERM to the master and waits, killing the whole
+// group after stopGrace.
+func (s *Server) terminate(p *process) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(stopGrace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+	case <-timer.C:
+		s.t.Logf("dovecottest: Dovecot on %s ignored SIGTERM for %v; killing its process group", s.addr, stopGrace)
+		killGroup(p)
+		<-p.done
+	}
+}
+
+// killGroup sends SIGKILL to the master's process group. The master is
+// not reaped before done is closed, so its id, which is the group's id,
+// cannot have been handed to another process.
+func killGroup(p *process) {
+	pid := p.cmd.Process.Pid
+	if groupKill {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	} else {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// launch starts Dovecot on s.addr and waits until it is ready. On success
+// it sets s.proc; on failure the process group is gone and the error
+// carries the server's output, wrapping errBind if the port was taken.
+// The caller holds s.mu.
+func (s *Server) launch() error {
+	logOff, outOff := fileSize(s.LogFile), fileSize(s.outFile)
+	out, err := os.OpenFile(s.outFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("dovecottest: %w", err)
+	}
+	cmd := exec.Command(s.bin, "-F", "-c", s.Config)
+	cmd.Dir = s.Dir
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = sysProcAttr()
+	err = cmd.Start()
+	_ = out.Close() // the child has its own descriptor
+	if err != nil {
+		return fmt.Errorf("dovecottest: start %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		// Once the master has exited, but before it is reaped, nothing of
+		// its group may outlive it: children would keep the listening
+		// socket and the mail open.
+		waitExited(cmd.Process.Pid)
+		if groupKill {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+
+	if err := waitReady(s.addr, s.User, s.Password, p); err != nil {
+		exited := p.exited()
+		if !exited {
+			killGroup(p)
+		}
+		<-p.done
+		output := tail(s.outFile, outOff) + tail(s.LogFile, logOff)
+		if exited && strings.Contains(output, "Address already in use") {
+			return fmt.Errorf("%w: Dovecot could not listen on %s; output:\n%s", errBind, s.addr, output)
+		}
+		return fmt.Errorf("dovecottest: Dovecot on %s: %w; output:\n%s", s.addr, err, output)
+	}
+	s.proc = p
+	return nil
+}
+
+// waitReady probes addr until the user can log in, p exits or
+// startTimeout passes.
+func waitReady(addr, user, password string, p *process) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := probe(addr, user, password)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited during start-up: %v", p.err)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// probe reads the greeting ("* OK ..."), logs in and out over a raw
+// connection. Dovecot greets before its auth process is up ("* OK Waiting
+// for authentication process to respond.."), so only a successful LOGIN
+// says it is ready.
+func probe(addr, user, password string) error {
+	conn, err := net.DialTimeout("tcp", addr, probeTimeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(probeTimeout))
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "* OK") {
+		return fmt.Errorf("greeting %q", strings.TrimSpace(line))
+	}
+	if _, err := fmt.Fprintf(conn, "%s LOGIN \"%s\" \"%s\"\r\n", probeTag, user, password); err != nil {
+		return err
+	}
+	for {
+		line, err = r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, probeTag+" ") {
+			break
+		}
+	}
+	if !strings.HasPrefix(line, probeTag+" OK") {
+		return fmt.Errorf("LOGIN answered %q", strings.TrimSpace(line))
+	}
+	_, _ = fmt.Fprintf(conn, "%s LOGOUT\r\n", probeTag)
+	return nil
+}
+
+// account is who Dovecot's processes and the mail files run as.
+type account struct {
+	root     bool
+	internal string // default_internal_user
+	login    string // default_login_user
+	group    string // default_internal_group, when not root
+	uid, gid int    // of the mail user
+}
+
+// accounts picks the users: as root, dovecot and dovenull for Dovecot's
+// own processes (nobody where they do not exist) and nobody for the mail;
+// as anyone else, that user for everything.
+func accounts() (account, error) {
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return account{}, fmt.Errorf("current user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		group := u.Gid
+		if g, err := user.LookupGroupId(u.Gid); err == nil {
+			group = g.Name
+		}
+		return account{internal: u.Username, login: u.Username, group: group, uid: uid, gid: gid}, nil
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		return account{}, fmt.Errorf("running as root needs a user nobody for the mail: %w", err)
+	}
+	a := account{root: true, internal: "nobody", login: "nobody"}
+	a.uid, _ = strconv.Atoi(nobody.Uid)
+	a.gid, _ = strconv.Atoi(nobody.Gid)
+	if _, err := user.Lookup("dovecot"); err == nil {
+		a.internal = "dovecot"
+	}
+	if _, err := user.Lookup("dovenull"); err == nil {
+		a.login = "dovenull"
+	}
+	return a, nil
+}
+
+// tempDir makes the server's directory. Dovecot keeps its UNIX sockets in
+// base_dir, whose paths may not exceed 108 bytes; t.TempDir's paths, named
+// after the test, can be longer, so the directory is a short one of its
+// own, removed by the cleanup.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	parent := ""
+	if len(os.TempDir()) > maxBaseDir-20 {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "dovecottest-")
+	if err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+	if strings.ContainsAny(dir, " \t\"'\\#") {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("dovecottest: temporary directory %q has characters dovecot.conf cannot take", dir)
+	}
+	return dir
+}
+
+// prepare creates the passwd-file and the directories with the owners and
+// modes the account needs.
+func (s *Server) prepare(a account) error {
+	// Dovecot's auth process (default_internal_user) reads the passwd
+	// file and the mail processes (the mail user) reach the mail below
+	// this directory.
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{"mail", "run", "state"} {
+		if err := os.Mkdir(filepath.Join(s.Dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	mail := filepath.Join(s.Dir, "mail")
+	if a.root {
+		if err := os.Chown(mail, a.uid, a.gid); err != nil {
+			return err
+		}
+	}
+	line := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", s.User, s.Password, a.uid, a.gid, filepath.Join(mail, s.User))
+	return os.WriteFile(filepath.Join(s.Dir, "passwd"), []byte(line), 0o644)
+}
+
+// config returns dovecot.conf for the installed version: 2.4 changed the
+// syntax of several settings this needs.
+func config(version, dir string, port int, user string, a account) string {
+	var b strings.Builder
+	v24 := atLeast(version, 2, 4)
+	if v24 {
+		b.WriteString("dovecot_config_version = 2.4.0\ndovecot_storage_version = 2.4.0\n")
+	}
+	fmt.Fprintf(&b, `# Written by mailgw's internal/dovecottest for Dovecot %s.
+protocols = imap
+listen = 127.0.0.1
+base_dir = %[2]s/run
+state_dir = %[2]s/state
+instance_name = dovecottest
+log_path = %[2]s/dovecot.log
+ssl = no
+auth_mechanisms = plain login
+first_valid_uid = %[3]d
+first_valid_gid = %[4]d
+default_internal_user = %[5]s
+default_login_user = %[6]s
+default_client_limit = %[7]d
+default_process_limit = %[8]d
+mail_max_userip_connections = %[9]d
+# Tests kill processes, never the machine: no fsync, which stalls for
+# seconds on a busy shared disk.
+mail_fsync = never
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = %[10]d
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+`, version, dir, a.uid, a.gid, a.internal, a.login, clientLimit, processLimit, userIPConns, port)
+	if v24 {
+		fmt.Fprintf(&b, `auth_allow_cleartext = yes
+mail_driver = maildir
+mail_path = %[1]s/mail/%%{user}
+passdb passwd-file {
+  passwd_file_path = %[1]s/passwd
+}
+userdb passwd-file {
+  passwd_file_path = %[1]s/passwd
+}
+`, dir)
+	} else {
+		fmt.Fprintf(&b, `disable_plaintext_auth = no
+mail_location = maildir:%[1]s/mail/%%u
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN %[1]s/passwd
+}
+userdb {
+  driver = passwd-file
+  args = %[1]s/passwd
+}
+`, dir)
+	}
+	if !a.root {
+		// Without root the master can neither chroot nor change the
+		// owners of its processes and sockets.
+		fmt.Fprintf(&b, "default_internal_group = %s\n", a.group)
+		b.WriteString(`service imap-login {
+  chroot =
+}
+service anvil {
+  chroot =
+}
+service auth-worker {
+  user = $default_internal_user
+}
+`)
+	}
+	return b.String()
+}
+
+// dovecotVersion runs "dovecot --version".
+func dovecotVersion(bin string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), versionWait)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %v: %s", bin, err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// atLeast reports whether a version string such as "2.3.19.1 (9b53102964)"
+// is major.minor or newer.
+func atLeast(version string, major, minor int) bool {
+	f := strings.FieldsFunc(version, func(r rune) bool { return r == '.' || r == ' ' })
+	if len(f) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(f[0])
+	mi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+func plainWord(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// freePort asks the kernel for a free port on 127.0.0.1. The port is free
+// only until someone else takes it, hence the retries in Start.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}
+
+func fileSize(name string) int64 {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// tail returns up to the last 4 KiB written to name after offset off.
+func tail(name string, off int64) string {
+	b, err := os.ReadFile(name)
+	if err != nil || int64(len(b)) <= off {
+		return ""
+	}
+	b = b[off:]
+	if len(b) > logTailLimit {
+		b = b[len(b)-logTailLimit:]
+	}
+	return string(b)
+}
