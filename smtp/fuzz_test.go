@@ -28,6 +28,10 @@ func FuzzSession(f *testing.F) {
 		c.SMTP.MaxInflightBytes = 4 * maxBytes
 		c.SMTP.MaxConnections = 100000
 		c.SMTP.MaxConnectionsPerIP = 100000
+		// Thousands of connections a second from one address are the
+		// fuzzer's doing, not a flood to refuse.
+		c.SMTP.ConnectionRatePerIP.Count = -1
+		c.SMTP.MessageRatePerIP.Count = -1
 		c.SMTP.MaxRecipients = 5
 		c.SMTP.MaxLineLength = 1000
 		c.SMTP.CommandTimeout = config.Duration(fuzzTimeout)
