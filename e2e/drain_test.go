@@ -73,7 +73,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	signalled := time.Now()
 	waitRefused(t, g.Addr)
 	if g.exited() {
-		t.Fatalf("mailgw exited with a transaction in flight: %v", g.err)
+		t.Fatalf("mailgw exited with a transaction in flight: %v", g.proc.Err())
 	}
 
 	r.send("and the second half.\r\n.\r\n")

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,12 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"mailgw/internal/proctest"
 )
 
 const (
@@ -39,24 +39,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "mailgw-e2e-")
+	bin, cleanup, err := proctest.BuildMailgw("mailgw-e2e-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go not found in PATH: %v\n", err)
-		return 1
-	}
-	bin := filepath.Join(dir, "mailgw")
-	build := exec.Command(goBin, "build", "-o", bin, "mailgw/cmd/mailgw")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build mailgw: %v\n", err)
-		return 1
-	}
+	defer cleanup()
 	mailgwBin = bin
 	return m.Run()
 }
@@ -80,34 +68,10 @@ func requireTool(t testing.TB, name string) string {
 
 // childEnv is the environment of every child: the test's own, without the
 // variables that would override a child's config.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "MAILGW_CONFIG=") || strings.HasPrefix(kv, "MAILGW_REDIS_URL=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
+func childEnv() []string { return proctest.MailgwEnv() }
 
 // syncBuffer is a bytes.Buffer safe for a child's writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = proctest.SyncBuffer
 
 // gwOptions configure one mailgw under test.
 type gwOptions struct {
@@ -158,11 +122,9 @@ type gateway struct {
 	Addr   string // SMTP listener, 127.0.0.1:PORT
 	Config string // config file path; empty in demo mode
 
-	cmd    *exec.Cmd
+	proc   *proctest.Process
 	stdout syncBuffer
 	stderr syncBuffer
-	done   chan struct{} // closed once the process has been reaped
-	err    error         // cmd.Wait's result; read after done
 }
 
 // startGateway writes a config for opts and runs "mailgw serve" with its
@@ -171,8 +133,8 @@ type gateway struct {
 func startGateway(t *testing.T, opts gwOptions) *gateway {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		port := freePort(t)
-		cfg := writeConfig(t, port, freePort(t), opts)
+		port := proctest.MustFreePort(t)
+		cfg := writeConfig(t, port, proctest.MustFreePort(t), opts)
 		g := launch(t, "serve", "--config", cfg)
 		g.Config = cfg
 		g.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -193,84 +155,46 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 // the test failed.
 func launch(t *testing.T, args ...string) *gateway {
 	t.Helper()
-	g := &gateway{done: make(chan struct{})}
-	g.cmd = exec.Command(mailgwBin, args...)
-	g.cmd.Env = childEnv()
-	g.cmd.Stdout = &g.stdout
-	g.cmd.Stderr = &g.stderr
-	g.cmd.SysProcAttr = sysProcAttr()
-	if err := g.cmd.Start(); err != nil {
+	g := &gateway{}
+	cmd := exec.Command(mailgwBin, args...)
+	cmd.Env = childEnv()
+	cmd.Stdout = &g.stdout
+	cmd.Stderr = &g.stderr
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatalf("start mailgw: %v", err)
 	}
-	pid := g.cmd.Process.Pid
-	go func() {
-		g.err = g.cmd.Wait()
-		close(g.done)
-	}()
+	g.proc = p
 	t.Cleanup(func() {
-		if !g.exited() {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			<-g.done
+		if !p.Exited() {
+			p.Kill()
 		}
 		if t.Failed() {
-			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), pid, lastLines(g.stderr.String(), 60))
+			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), p.Pid(), proctest.LastLines(g.stderr.String(), 60))
 		}
 	})
 	return g
 }
 
-func (g *gateway) exited() bool {
-	select {
-	case <-g.done:
-		return true
-	default:
-		return false
-	}
-}
+func (g *gateway) exited() bool { return g.proc.Exited() }
 
 // waitReady waits until g.Addr accepts a connection and greets with a 220
 // naming host, the child exits, or readyTimeout passes.
 func (g *gateway) waitReady(host string) error {
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if g.exited() {
-			return fmt.Errorf("mailgw exited during start-up: %v", g.err)
-		}
-		if last = probeGreeting(g.Addr, host); last == nil {
-			return nil
-		}
-		select {
-		case <-g.done:
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("not ready after %v: %v", readyTimeout, last)
-}
-
-func probeGreeting(addr, host string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	err := g.proc.WaitReady(readyTimeout, 20*time.Millisecond, func() error {
+		return proctest.ProbeSMTPGreeting(g.Addr, host)
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("mailgw %w", err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "220 "+host+" ") {
-		return fmt.Errorf("greeting %q is not mailgw's", strings.TrimSpace(line))
-	}
-	_, _ = c.Write([]byte("QUIT\r\n"))
 	return nil
 }
 
 // signal sends sig to the child, by pid.
 func (g *gateway) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := syscall.Kill(g.cmd.Process.Pid, sig); err != nil {
-		t.Fatalf("signal mailgw (pid %d): %v", g.cmd.Process.Pid, err)
+	if err := g.proc.Signal(sig); err != nil {
+		t.Fatalf("signal mailgw (pid %d): %v", g.proc.Pid(), err)
 	}
 }
 
@@ -279,18 +203,18 @@ func (g *gateway) signal(t testing.TB, sig syscall.Signal) {
 func (g *gateway) wait(t testing.TB, within time.Duration) int {
 	t.Helper()
 	select {
-	case <-g.done:
+	case <-g.proc.Done():
 	case <-time.After(within):
-		t.Fatalf("mailgw (pid %d) still running %v after SIGTERM", g.cmd.Process.Pid, within)
+		t.Fatalf("mailgw (pid %d) still running %v after SIGTERM", g.proc.Pid(), within)
 	}
-	if g.err == nil {
+	if g.proc.Err() == nil {
 		return 0
 	}
 	var ee *exec.ExitError
-	if errors.As(g.err, &ee) {
+	if errors.As(g.proc.Err(), &ee) {
 		return ee.ExitCode()
 	}
-	t.Fatalf("mailgw: %v", g.err)
+	t.Fatalf("mailgw: %v", g.proc.Err())
 	return -1
 }
 
@@ -301,15 +225,6 @@ func (g *gateway) stop(t testing.TB) {
 	if code := g.wait(t, stopTimeout); code != 0 {
 		t.Errorf("mailgw exited with status %d after SIGTERM, want 0", code)
 	}
-}
-
-// lastLines returns a heading and the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) <= n {
-		return ":\n" + strings.Join(lines, "\n")
-	}
-	return fmt.Sprintf(", last %d of %d lines:\n%s", n, len(lines), strings.Join(lines[len(lines)-n:], "\n"))
 }
 
 // logLines returns the child's stderr lines, each a JSON object (README:
@@ -344,19 +259,6 @@ func decisions(lines []map[string]any, reason string) []map[string]any {
 		}
 	}
 	return out
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // runMailgw runs a short mailgw command (not serve) and returns its

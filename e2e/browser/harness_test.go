@@ -1,7 +1,6 @@
 package browser_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-smtp"
+
+	"mailgw/internal/proctest"
 )
 
 const (
@@ -45,67 +46,18 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "mailgw-browser-")
+	bin, cleanup, err := proctest.BuildMailgw("mailgw-browser-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "browser: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "browser: go not found in PATH: %v\n", err)
-		return 1
-	}
-	bin := filepath.Join(dir, "mailgw")
-	build := exec.Command(goBin, "build", "-o", bin, "mailgw/cmd/mailgw")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "browser: go build mailgw: %v\n", err)
-		return 1
-	}
+	defer cleanup()
 	mailgwBin = bin
 	return m.Run()
 }
 
 // syncBuffer is a bytes.Buffer safe for a child's writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lastLines returns a heading and the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) <= n {
-		return ":\n" + strings.Join(lines, "\n")
-	}
-	return fmt.Sprintf(", last %d of %d lines:\n%s", n, len(lines), strings.Join(lines[len(lines)-n:], "\n"))
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
+type syncBuffer = proctest.SyncBuffer
 
 // ---- the smarthost ----
 
@@ -310,10 +262,8 @@ type gateway struct {
 	SMTPAddr  string // 127.0.0.1:PORT
 	PublicURL string // http://127.0.0.1:PORT, also where it listens for HTTP
 
-	cmd    *exec.Cmd
+	proc   *proctest.Process
 	stderr syncBuffer
-	done   chan struct{} // closed once the process has been reaped
-	err    error         // cmd.Wait's result; read after done
 }
 
 // startGateway writes a config for opts and runs "mailgw serve" on free
@@ -321,7 +271,7 @@ type gateway struct {
 func startGateway(t *testing.T, opts gwOptions) *gateway {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		smtpPort, httpPort := freePort(t), freePort(t)
+		smtpPort, httpPort := proctest.MustFreePort(t), proctest.MustFreePort(t)
 		cfg := filepath.Join(t.TempDir(), "mailgw.yaml")
 		text := fmt.Sprintf(configTemplate, hostname, opts.RedisURL, smtpPort, httpPort, httpPort, opts.Smarthost, opts.VerifyTTL)
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
@@ -346,26 +296,21 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 // pid, when the test ends; its stderr is shown when the test failed.
 func launch(t *testing.T, args ...string) *gateway {
 	t.Helper()
-	g := &gateway{done: make(chan struct{})}
-	g.cmd = exec.Command(mailgwBin, args...)
-	g.cmd.Env = childEnv()
-	g.cmd.Stderr = &g.stderr
-	g.cmd.SysProcAttr = sysProcAttr()
-	if err := g.cmd.Start(); err != nil {
+	g := &gateway{}
+	cmd := exec.Command(mailgwBin, args...)
+	cmd.Env = childEnv()
+	cmd.Stderr = &g.stderr
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatalf("start mailgw: %v", err)
 	}
-	pid := g.cmd.Process.Pid
-	go func() {
-		g.err = g.cmd.Wait()
-		close(g.done)
-	}()
+	g.proc = p
 	t.Cleanup(func() {
-		if !g.exited() {
-			_ = g.cmd.Process.Kill()
-			<-g.done
+		if !p.Exited() {
+			p.Kill()
 		}
 		if t.Failed() {
-			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), pid, lastLines(g.stderr.String(), 40))
+			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), p.Pid(), proctest.LastLines(g.stderr.String(), 40))
 		}
 	})
 	return g
@@ -373,65 +318,23 @@ func launch(t *testing.T, args ...string) *gateway {
 
 // childEnv is the test's environment without the variables that would
 // override a child's config.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "MAILGW_CONFIG=") || strings.HasPrefix(kv, "MAILGW_REDIS_URL=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
+func childEnv() []string { return proctest.MailgwEnv() }
 
-func (g *gateway) exited() bool {
-	select {
-	case <-g.done:
-		return true
-	default:
-		return false
-	}
-}
+func (g *gateway) exited() bool { return g.proc.Exited() }
 
 // waitReady waits until mailgw greets on SMTP and answers /healthz, the
 // child exits, or readyTimeout passes.
 func (g *gateway) waitReady() error {
-	deadline := time.Now().Add(readyTimeout)
 	client := &http.Client{Timeout: time.Second}
-	var last error
-	for time.Now().Before(deadline) {
-		if g.exited() {
-			return fmt.Errorf("mailgw exited during start-up: %v", g.err)
+	err := g.proc.WaitReady(readyTimeout, 20*time.Millisecond, func() error {
+		if err := proctest.ProbeSMTPGreeting(g.SMTPAddr, hostname); err != nil {
+			return err
 		}
-		if last = probeGreeting(g.SMTPAddr); last == nil {
-			last = probeHealth(client, g.PublicURL+"/healthz")
-			if last == nil {
-				return nil
-			}
-		}
-		select {
-		case <-g.done:
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("not ready after %v: %v", readyTimeout, last)
-}
-
-func probeGreeting(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		return probeHealth(client, g.PublicURL+"/healthz")
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("mailgw %w", err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "220 "+hostname+" ") {
-		return fmt.Errorf("greeting %q is not mailgw's", strings.TrimSpace(line))
-	}
-	_, _ = c.Write([]byte("QUIT\r\n"))
 	return nil
 }
 
@@ -584,11 +487,11 @@ func startBrowser(t *testing.T, ctx context.Context) context.Context {
 		cancelTab()
 		cancelAlloc() // waits for the browser to exit
 		if t.Failed() {
-			t.Logf("chromium output%s", lastLines(out.String(), 30))
+			t.Logf("chromium output%s", proctest.LastLines(out.String(), 30))
 		}
 	})
 	if err := chromedp.Do(tabCtx); err != nil {
-		t.Fatalf("start %s: %v\nits output%s", chromiumPath, err, lastLines(out.String(), 30))
+		t.Fatalf("start %s: %v\nits output%s", chromiumPath, err, proctest.LastLines(out.String(), 30))
 	}
 	return tabCtx
 }

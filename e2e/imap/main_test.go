@@ -25,6 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"mailgw/internal/dovecottest"
+	"mailgw/internal/proctest"
 )
 
 const (
@@ -51,24 +52,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "mailgw-e2e-imap-")
+	bin, cleanup, err := proctest.BuildMailgw("mailgw-e2e-imap-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e/imap: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/imap: go not found in PATH: %v\n", err)
-		return 1
-	}
-	bin := filepath.Join(dir, "mailgw")
-	build := exec.Command(goBin, "build", "-o", bin, "mailgw/cmd/mailgw")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/imap: go build mailgw: %v\n", err)
-		return 1
-	}
+	defer cleanup()
 	mailgwBin = bin
 	return m.Run()
 }
@@ -158,34 +147,14 @@ func writeConfig(t testing.TB, smtpPort, httpPort int, o gwOptions) string {
 
 // ---------------------------------------------------------------- mailgw process
 
-// syncBuffer is a bytes.Buffer safe for a child's writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // gateway is one "mailgw serve" started by a test.
 type gateway struct {
 	Name   string // for messages: "mailgw", "mailgw A", ...
 	Addr   string // SMTP listener, 127.0.0.1:PORT
 	Config string
 
-	cmd    *exec.Cmd
-	stderr syncBuffer
-	done   chan struct{} // closed once the process has been reaped
-	err    error         // cmd.Wait's result; read after done
+	proc   *proctest.Process
+	stderr proctest.SyncBuffer
 }
 
 // startGateway writes a config for o and runs "mailgw serve" with its
@@ -194,8 +163,8 @@ type gateway struct {
 func startGateway(t *testing.T, name string, o gwOptions) *gateway {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		port := freePort(t)
-		cfg := writeConfig(t, port, freePort(t), o)
+		port := proctest.MustFreePort(t)
+		cfg := writeConfig(t, port, proctest.MustFreePort(t), o)
 		g := launch(t, name, cfg)
 		g.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		err := g.waitReady()
@@ -226,101 +195,46 @@ func (g *gateway) restart(t *testing.T) *gateway {
 // the test failed.
 func launch(t *testing.T, name, cfg string) *gateway {
 	t.Helper()
-	g := &gateway{Name: name, Config: cfg, done: make(chan struct{})}
-	g.cmd = exec.Command(mailgwBin, "serve", "--config", cfg)
-	g.cmd.Env = append(childEnv(), passwordEnv+"="+dovecottest.DefaultPassword)
-	g.cmd.Stderr = &g.stderr
-	g.cmd.SysProcAttr = sysProcAttr()
-	if err := g.cmd.Start(); err != nil {
+	g := &gateway{Name: name, Config: cfg}
+	cmd := exec.Command(mailgwBin, "serve", "--config", cfg)
+	cmd.Env = append(proctest.MailgwEnv(), passwordEnv+"="+dovecottest.DefaultPassword)
+	cmd.Stderr = &g.stderr
+	p, err := proctest.Start(cmd)
+	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	pid := g.cmd.Process.Pid
-	go func() {
-		g.err = g.cmd.Wait()
-		close(g.done)
-	}()
+	g.proc = p
 	t.Cleanup(func() {
-		if !g.exited() {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			<-g.done
+		if !p.Exited() {
+			p.Kill()
 		}
 		if t.Failed() {
-			t.Logf("%s (pid %d) stderr%s", name, pid, lastLines(g.stderr.String(), 40))
+			t.Logf("%s (pid %d) stderr%s", name, p.Pid(), proctest.LastLines(g.stderr.String(), 40))
 		}
 	})
 	return g
 }
 
-// childEnv is the test's environment without the variables that would
-// override a child's config.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "MAILGW_CONFIG=") || strings.HasPrefix(kv, "MAILGW_REDIS_URL=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
+func (g *gateway) pid() int { return g.proc.Pid() }
 
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
-
-func (g *gateway) exited() bool {
-	select {
-	case <-g.done:
-		return true
-	default:
-		return false
-	}
-}
+func (g *gateway) exited() bool { return g.proc.Exited() }
 
 // waitReady waits until g.Addr greets with "220 mx.example.com", the child
 // exits, or readyTimeout passes.
 func (g *gateway) waitReady() error {
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if g.exited() {
-			return fmt.Errorf("exited during start-up: %v", g.err)
-		}
-		if last = probeGreeting(g.Addr); last == nil {
-			return nil
-		}
-		select {
-		case <-g.done:
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("not ready after %v: %v", readyTimeout, last)
-}
-
-func probeGreeting(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "220 "+hostname+" ") {
-		return fmt.Errorf("greeting %q is not mailgw's", strings.TrimSpace(line))
-	}
-	_, _ = c.Write([]byte("QUIT\r\n"))
-	return nil
+	return g.proc.WaitReady(readyTimeout, 20*time.Millisecond, func() error {
+		return proctest.ProbeSMTPGreeting(g.Addr, hostname)
+	})
 }
 
 // kill ends mailgw with SIGKILL, by pid, and waits for it: a crash.
 func (g *gateway) kill(t testing.TB) {
 	t.Helper()
-	if err := syscall.Kill(g.pid(), syscall.SIGKILL); err != nil {
+	if err := g.proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %s (pid %d): %v", g.Name, g.pid(), err)
 	}
 	select {
-	case <-g.done:
+	case <-g.proc.Done():
 	case <-time.After(stopTimeout):
 		t.Fatalf("%s (pid %d) still running %v after SIGKILL", g.Name, g.pid(), stopTimeout)
 	}
@@ -329,16 +243,16 @@ func (g *gateway) kill(t testing.TB) {
 // stop sends SIGTERM and requires a clean exit.
 func (g *gateway) stop(t testing.TB) {
 	t.Helper()
-	if err := syscall.Kill(g.pid(), syscall.SIGTERM); err != nil {
+	if err := g.proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("signal %s: %v", g.Name, err)
 	}
 	select {
-	case <-g.done:
+	case <-g.proc.Done():
 	case <-time.After(stopTimeout):
 		t.Fatalf("%s (pid %d) still running %v after SIGTERM", g.Name, g.pid(), stopTimeout)
 	}
-	if g.err != nil {
-		t.Errorf("%s exited with %v after SIGTERM, want status 0", g.Name, g.err)
+	if g.proc.Err() != nil {
+		t.Errorf("%s exited with %v after SIGTERM, want status 0", g.Name, g.proc.Err())
 	}
 }
 
@@ -374,27 +288,6 @@ func (g *gateway) imapDecisions() int {
 		}
 	}
 	return n
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) <= n {
-		return ":\n" + strings.Join(lines, "\n")
-	}
-	return fmt.Sprintf(", last %d of %d lines:\n%s", n, len(lines), strings.Join(lines[len(lines)-n:], "\n"))
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // ---------------------------------------------------------------- proxy
@@ -532,7 +425,7 @@ func decisionLog(t testing.TB, cfg string) []logEntry {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mailgwBin, "log", "--config", cfg, "--json", "-n", "100000")
-	cmd.Env = childEnv()
+	cmd.Env = proctest.MailgwEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -656,7 +549,7 @@ func killWhenQueued(t testing.TB, g *gateway, rdb *redis.Client, n int64, check 
 			return got
 		}
 		if g.exited() {
-			t.Fatalf("%s exited by itself: %v", g.Name, g.err)
+			t.Fatalf("%s exited by itself: %v", g.Name, g.proc.Err())
 		}
 		if time.Since(start) > within {
 			t.Fatalf("stream has %d entries after %v, want more than %d", got, within, n)

@@ -13,9 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"mailgw/internal/proctest"
 )
 
 // DefaultBinary is where Debian's dovecot-core puts the master process.
@@ -42,7 +43,6 @@ const (
 	clientLimit   = 1000                   // default_client_limit
 	processLimit  = 500                    // default_process_limit
 	probeTag      = "dovecottest-probe"    // IMAP tag of the readiness probe
-	logTailLimit  = 4 << 10                // bytes of output shown on a failed start
 	rebindPause   = 100 * time.Millisecond // between bind attempts of Start
 )
 
@@ -91,23 +91,8 @@ type Server struct {
 	addr    string
 	outFile string // stdout and stderr of the master: errors before the log opens
 
-	mu   sync.Mutex // serialises Start, Stop, Kill and the cleanup
-	proc *process   // nil while stopped
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the master has exited, its group been killed and it been reaped
-	err  error         // exit status; read only after done is closed
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	mu   sync.Mutex        // serialises Start, Stop, Kill and the cleanup
+	proc *proctest.Process // nil while stopped; in a process group of its own
 }
 
 // errBind marks a start-up that failed because the port was taken.
@@ -161,7 +146,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	defer s.mu.Unlock()
 	for range portAttempts {
 		var port int
-		port, err = freePort()
+		port, err = proctest.FreePort()
 		if err != nil {
 			t.Fatalf("dovecottest: find a free port: %v", err)
 		}
@@ -171,7 +156,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 			t.Fatalf("dovecottest: %v", err)
 		}
 		if err = s.launch(); err == nil {
-			t.Logf("dovecottest: Dovecot %s pid %d listening on %s, dir %s", version, s.proc.cmd.Process.Pid, s.addr, dir)
+			t.Logf("dovecottest: Dovecot %s pid %d listening on %s, dir %s", version, s.proc.Pid(), s.addr, dir)
 			return s
 		}
 		if !errors.Is(err, errBind) {
@@ -200,7 +185,7 @@ func (s *Server) PID() int {
 	if s.proc == nil {
 		return 0
 	}
-	return s.proc.cmd.Process.Pid
+	return s.proc.Pid()
 }
 
 // Stop shuts Dovecot down with SIGTERM (the master ends its children and
@@ -229,8 +214,7 @@ func (s *Server) Kill() {
 	if s.proc == nil {
 		return
 	}
-	killGroup(s.proc)
-	<-s.proc.done
+	s.proc.Kill()
 	s.proc = nil
 }
 
@@ -243,10 +227,10 @@ func (s *Server) Start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		if !s.proc.exited() {
+		if !s.proc.Exited() {
 			s.t.Fatalf("dovecottest: Start: Dovecot on %s is already running", s.addr)
 		}
-		s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.err)
+		s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.Err())
 		s.proc = nil
 	}
 	deadline := time.Now().Add(rebindTimeout)
@@ -267,15 +251,15 @@ func (s *Server) cleanup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		if s.proc.exited() {
-			s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.err)
+		if s.proc.Exited() {
+			s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.Err())
 		} else {
 			s.terminate(s.proc)
 		}
 		s.proc = nil
 	}
 	if s.t.Failed() {
-		s.t.Logf("dovecottest: Dovecot log %s:\n%s", s.LogFile, tail(s.LogFile, 0))
+		s.t.Logf("dovecottest: Dovecot log %s:\n%s", s.LogFile, proctest.Tail(s.LogFile, 0))
 	}
 	if err := os.RemoveAll(s.Dir); err != nil {
 		s.t.Errorf("dovecottest: remove %s: %v", s.Dir, err)
@@ -284,28 +268,9 @@ func (s *Server) cleanup() {
 
 // terminate sends SIGTERM to the master and waits, killing the whole
 // group after stopGrace.
-func (s *Server) terminate(p *process) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(stopGrace)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-	case <-timer.C:
-		s.t.Logf("dovecottest: Dovecot on %s ignored SIGTERM for %v; killing its process group", s.addr, stopGrace)
-		killGroup(p)
-		<-p.done
-	}
-}
-
-// killGroup sends SIGKILL to the master's process group. The master is
-// not reaped before done is closed, so its id, which is the group's id,
-// cannot have been handed to another process.
-func killGroup(p *process) {
-	pid := p.cmd.Process.Pid
-	if groupKill {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-	} else {
-		_ = p.cmd.Process.Kill()
+func (s *Server) terminate(p *proctest.Process) {
+	if p.Terminate(stopGrace) {
+		s.t.Logf("dovecottest: Dovecot on %s ignored SIGTERM for %v; killed its process group", s.addr, stopGrace)
 	}
 }
 
@@ -314,7 +279,7 @@ func killGroup(p *process) {
 // carries the server's output, wrapping errBind if the port was taken.
 // The caller holds s.mu.
 func (s *Server) launch() error {
-	logOff, outOff := fileSize(s.LogFile), fileSize(s.outFile)
+	logOff, outOff := proctest.FileSize(s.LogFile), proctest.FileSize(s.outFile)
 	out, err := os.OpenFile(s.outFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("dovecottest: %w", err)
@@ -323,32 +288,23 @@ func (s *Server) launch() error {
 	cmd.Dir = s.Dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
+	// In a group of its own: once the master has exited nothing of its
+	// group may outlive it, as children would keep the listening socket
+	// and the mail open.
+	p, err := proctest.StartGroup(cmd)
 	_ = out.Close() // the child has its own descriptor
 	if err != nil {
 		return fmt.Errorf("dovecottest: start %s: %w", s.bin, err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		// Once the master has exited, but before it is reaped, nothing of
-		// its group may outlive it: children would keep the listening
-		// socket and the mail open.
-		waitExited(cmd.Process.Pid)
-		if groupKill {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 
-	if err := waitReady(s.addr, s.User, s.Password, p); err != nil {
-		exited := p.exited()
+	err = p.WaitReady(startTimeout, pollInterval, func() error { return probe(s.addr, s.User, s.Password) })
+	if err != nil {
+		exited := p.Exited()
 		if !exited {
-			killGroup(p)
+			p.Kill()
 		}
-		<-p.done
-		output := tail(s.outFile, outOff) + tail(s.LogFile, logOff)
+		<-p.Done()
+		output := proctest.Tail(s.outFile, outOff) + proctest.Tail(s.LogFile, logOff)
 		if exited && strings.Contains(output, "Address already in use") {
 			return fmt.Errorf("%w: Dovecot could not listen on %s; output:\n%s", errBind, s.addr, output)
 		}
@@ -356,26 +312,6 @@ func (s *Server) launch() error {
 	}
 	s.proc = p
 	return nil
-}
-
-// waitReady probes addr until the user can log in, p exits or
-// startTimeout passes.
-func waitReady(addr, user, password string, p *process) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := probe(addr, user, password)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("exited during start-up: %v", p.err)
-		case <-time.After(pollInterval):
-		}
-	}
 }
 
 // probe reads the greeting ("* OK ..."), logs in and out over a raw
@@ -622,36 +558,4 @@ func plainWord(s string) bool {
 		}
 	}
 	return true
-}
-
-// freePort asks the kernel for a free port on 127.0.0.1. The port is free
-// only until someone else takes it, hence the retries in Start.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
-}
-
-func fileSize(name string) int64 {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// tail returns up to the last 4 KiB written to name after offset off.
-func tail(name string, off int64) string {
-	b, err := os.ReadFile(name)
-	if err != nil || int64(len(b)) <= off {
-		return ""
-	}
-	b = b[off:]
-	if len(b) > logTailLimit {
-		b = b[len(b)-logTailLimit:]
-	}
-	return string(b)
 }

@@ -13,11 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"mailgw/internal/proctest"
 )
 
 const (
@@ -58,23 +59,8 @@ type Server struct {
 	args    []string // command line without --port
 	outFile string   // stdout and stderr, for errors before the log opens
 
-	mu   sync.Mutex // serialises Start, Stop, Kill and the cleanup
-	proc *process   // nil while stopped
-}
-
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited and been reaped
-	err  error         // exit status; read only after done is closed
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	mu   sync.Mutex        // serialises Start, Stop, Kill and the cleanup
+	proc *proctest.Process // nil while stopped
 }
 
 // errBind marks a start-up that failed because the port was taken.
@@ -126,14 +112,14 @@ func RealWith(t testing.TB, opts Options) *Server {
 	var err error
 	for range portAttempts {
 		var port int
-		port, err = freePort()
+		port, err = proctest.FreePort()
 		if err != nil {
 			t.Fatalf("redistest: find a free port: %v", err)
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.URL = "redis://" + s.Addr + "/0"
 		if err = s.launch(); err == nil {
-			t.Logf("redistest: redis-server pid %d listening on %s, dir %s", s.proc.cmd.Process.Pid, s.Addr, s.Dir)
+			t.Logf("redistest: redis-server pid %d listening on %s, dir %s", s.proc.Pid(), s.Addr, s.Dir)
 			return s
 		}
 		if !errors.Is(err, errBind) {
@@ -193,8 +179,7 @@ func (s *Server) Kill() {
 	if s.proc == nil {
 		return
 	}
-	_ = s.proc.cmd.Process.Kill()
-	<-s.proc.done
+	s.proc.Kill()
 	s.proc = nil
 }
 
@@ -207,10 +192,10 @@ func (s *Server) Start() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		if !s.proc.exited() {
+		if !s.proc.Exited() {
 			s.t.Fatalf("redistest: Start: redis-server on %s is already running", s.Addr)
 		}
-		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.err)
+		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.Err())
 		s.proc = nil
 	}
 	if err := s.launch(); err != nil {
@@ -225,8 +210,8 @@ func (s *Server) cleanup() {
 	if s.proc == nil {
 		return
 	}
-	if s.proc.exited() {
-		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.err)
+	if s.proc.Exited() {
+		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.Err())
 	} else {
 		s.terminate(s.proc)
 	}
@@ -235,16 +220,9 @@ func (s *Server) cleanup() {
 
 // terminate sends SIGTERM, then SIGKILL if p has not exited after
 // stopGrace, and waits until p is reaped.
-func (s *Server) terminate(p *process) {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(stopGrace)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-	case <-timer.C:
-		s.t.Logf("redistest: redis-server on %s ignored SIGTERM for %v; killing it", s.Addr, stopGrace)
-		_ = p.cmd.Process.Kill()
-		<-p.done
+func (s *Server) terminate(p *proctest.Process) {
+	if p.Terminate(stopGrace) {
+		s.t.Logf("redistest: redis-server on %s ignored SIGTERM for %v; killed it", s.Addr, stopGrace)
 	}
 }
 
@@ -254,7 +232,7 @@ func (s *Server) terminate(p *process) {
 // The caller holds s.mu.
 func (s *Server) launch() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	logOff, outOff := fileSize(s.LogFile), fileSize(s.outFile)
+	logOff, outOff := proctest.FileSize(s.LogFile), proctest.FileSize(s.outFile)
 	out, err := os.OpenFile(s.outFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("redistest: %w", err)
@@ -263,25 +241,21 @@ func (s *Server) launch() error {
 	cmd.Dir = s.Dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
+	p, err := proctest.Start(cmd)
 	_ = out.Close() // the child has its own descriptor
 	if err != nil {
 		return fmt.Errorf("redistest: start %s: %w", s.bin, err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 
-	if err := waitReady(s.Addr, cmd.Process.Pid, p); err != nil {
-		exited := p.exited()
+	// Checking the pid makes sure a stranger that grabbed the port is not
+	// mistaken for our server.
+	err = p.WaitReady(startTimeout, pollInterval, func() error { return probe(s.Addr, p.Pid()) })
+	if err != nil {
+		exited := p.Exited()
 		if !exited {
-			_ = cmd.Process.Kill()
-			<-p.done
+			p.Kill()
 		}
-		output := tail(s.outFile, outOff) + tail(s.LogFile, logOff)
+		output := proctest.Tail(s.outFile, outOff) + proctest.Tail(s.LogFile, logOff)
 		if exited && bindFailed(output) {
 			return fmt.Errorf("%w: redis-server could not listen on %s; output:\n%s", errBind, s.Addr, output)
 		}
@@ -289,27 +263,6 @@ func (s *Server) launch() error {
 	}
 	s.proc = p
 	return nil
-}
-
-// waitReady polls addr until the server with process id pid answers PING,
-// p exits, or startTimeout passes. Checking the pid makes sure a stranger
-// that grabbed the port is not mistaken for our server.
-func waitReady(addr string, pid int, p *process) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := probe(addr, pid)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("exited during start-up: %v", p.err)
-		case <-time.After(pollInterval):
-		}
-	}
 }
 
 // probe sends PING and INFO server over plain RESP and succeeds if the
@@ -351,17 +304,6 @@ func probe(addr string, pid int) error {
 	return nil
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. The port is free
-// only until someone else takes it, hence the retries in RealWith.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
-}
-
 func bindFailed(output string) bool {
 	return strings.Contains(output, "Address already in use") ||
 		strings.Contains(output, "Failed listening on port")
@@ -372,26 +314,4 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func fileSize(name string) int64 {
-	fi, err := os.Stat(name)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// tail returns up to the last 4 KiB written to name after offset off.
-func tail(name string, off int64) string {
-	const limit = 4 << 10
-	b, err := os.ReadFile(name)
-	if err != nil || int64(len(b)) <= off {
-		return ""
-	}
-	b = b[off:]
-	if len(b) > limit {
-		b = b[len(b)-limit:]
-	}
-	return string(b)
 }

@@ -124,7 +124,7 @@ func TestRealCleanup(t *testing.T) {
 	var pid int
 	t.Run("server", func(t *testing.T) {
 		s = Real(t)
-		pid = s.proc.cmd.Process.Pid
+		pid = s.proc.Pid()
 	})
 	if s.proc != nil {
 		t.Error("server still recorded as running after its test ended")

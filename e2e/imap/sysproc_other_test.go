@@ -1,7 +1,0 @@
-//go:build !linux
-
-package imap_test
-
-import "syscall"
-
-func sysProcAttr() *syscall.SysProcAttr { return nil }

@@ -1,0 +1,145 @@
+package proctest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BuildMailgw builds mailgw/cmd/mailgw into a new temporary directory
+// named after prefix, for a TestMain. cleanup removes the directory; call
+// it once the tests have run. The go tool's output goes to os.Stderr.
+func BuildMailgw(prefix string) (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("go not found in PATH: %v", err)
+	}
+	bin = filepath.Join(dir, "mailgw")
+	build := exec.Command(goBin, "build", "-o", bin, "mailgw/cmd/mailgw")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("go build mailgw: %v", err)
+	}
+	return bin, cleanup, nil
+}
+
+// FreePort asks the kernel for a free port on 127.0.0.1. The port is free
+// only until someone else takes it, so callers retry with another port
+// when a child cannot bind it.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}
+
+// MustFreePort is FreePort that fails the test on error.
+func MustFreePort(t testing.TB) int {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// MailgwEnv is the test's environment without the variables that would
+// override a mailgw child's config.
+func MailgwEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "MAILGW_CONFIG=") || strings.HasPrefix(kv, "MAILGW_REDIS_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// SyncBuffer is a bytes.Buffer safe for a child's writer and the test.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// LastLines returns a heading and the last n lines of s, for a log line
+// such as "stderr"+LastLines(out, 40).
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) <= n {
+		return ":\n" + strings.Join(lines, "\n")
+	}
+	return fmt.Sprintf(", last %d of %d lines:\n%s", n, len(lines), strings.Join(lines[len(lines)-n:], "\n"))
+}
+
+// FileSize is the size of the file name, 0 if it cannot be read.
+func FileSize(name string) int64 {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Tail returns up to the last 4 KiB written to name after offset off.
+func Tail(name string, off int64) string {
+	const limit = 4 << 10
+	b, err := os.ReadFile(name)
+	if err != nil || int64(len(b)) <= off {
+		return ""
+	}
+	b = b[off:]
+	if len(b) > limit {
+		b = b[len(b)-limit:]
+	}
+	return string(b)
+}
+
+// ProbeSMTPGreeting connects to addr once and succeeds if it greets with
+// "220 host ", then says QUIT.
+func ProbeSMTPGreeting(addr, host string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "220 "+host+" ") {
+		return fmt.Errorf("greeting %q is not mailgw's", strings.TrimSpace(line))
+	}
+	_, _ = c.Write([]byte("QUIT\r\n"))
+	return nil
+}
