@@ -126,19 +126,7 @@ log "building mailgw and imapload"
 go build -o "$TMP/mailgw" ./cmd/mailgw
 go build -o "$TMP/imapload" ./bench/imapload
 
-REDIS_PORT=$(free_port)
-mkdir -p "$TMP/redis"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
-	--appendonly yes --appendfsync everysec --save '' \
-	--daemonize no --logfile "$TMP/redis.log" &
-PIDS+=($!)
-REDIS_PID=$!
-for ((i = 0; ; i++)); do
-	alive "$REDIS_PID" || die "redis-server exited while starting: $(tail -5 "$TMP/redis.log")"
-	[[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
-	((i < 200)) || die "redis-server did not answer within 20 s"
-	sleep 0.1
-done
+start_redis
 
 # Dovecot, configured as internal/dovecottest does: as root, its own
 # processes run as dovecot/dovenull and the mail belongs to nobody; as

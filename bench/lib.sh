@@ -1,5 +1,5 @@
 # Shell helpers the benchmark scripts share. Sourced after the script has
-# defined log and die; uses the script's PIDS, USED_PORTS and REDIS_PORT.
+# defined log and die; uses the script's TMP, PIDS, USED_PORTS and REDIS_PORT.
 
 # alive PID: the process runs (exists and is not a zombie waiting for wait).
 alive() {
@@ -60,6 +60,26 @@ elapsed() { awk -v s="$1" -v e="$2" 'BEGIN { printf "%.6f", e - s }'; }
 # median of its arguments.
 median() {
 	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# start_redis: a redis-server on a free loopback port in $TMP/redis, with
+# the append-only file fsynced every second as production would run it;
+# sets REDIS_PORT and REDIS_PID and waits (20 s at most) for it to answer.
+start_redis() {
+	local i
+	REDIS_PORT=$(free_port)
+	mkdir -p "$TMP/redis"
+	redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
+		--appendonly yes --appendfsync everysec --save '' \
+		--daemonize no --logfile "$TMP/redis.log" &
+	PIDS+=($!)
+	REDIS_PID=$!
+	for ((i = 0; ; i++)); do
+		alive "$REDIS_PID" || die "redis-server exited while starting: $(tail -5 "$TMP/redis.log")"
+		[[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+		((i < 200)) || die "redis-server did not answer within 20 s"
+		sleep 0.1
+	done
 }
 
 CLK_TCK=$(getconf CLK_TCK)

@@ -149,19 +149,7 @@ COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)
 log "building mailgw"
 go build -o "$TMP/mailgw" ./cmd/mailgw
 
-REDIS_PORT=$(free_port)
-mkdir -p "$TMP/redis"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
-	--appendonly yes --appendfsync everysec --save '' \
-	--daemonize no --logfile "$TMP/redis.log" &
-PIDS+=($!)
-REDIS_PID=$!
-for ((i = 0; ; i++)); do
-	alive "$REDIS_PID" || die "redis-server exited while starting: $(tail -5 "$TMP/redis.log")"
-	[[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
-	((i < 200)) || die "redis-server did not answer within 20 s"
-	sleep 0.1
-done
+start_redis
 
 SINK_PORT=$(free_port)
 sink_user=()
