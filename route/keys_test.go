@@ -12,12 +12,16 @@ import (
 	"mailgw/internal/redistest"
 )
 
-// writeEverything uses every write of the store once: a request, a comment,
-// a hold and a log entry.
+// writeEverything uses every write of the store once: a request, its
+// duplicate (whose staged raw message must not stay), a comment, a hold and
+// a log entry.
 func writeEverything(t *testing.T, st *Store) {
 	t.Helper()
 	ctx := testCtx(t)
 	mustWrite(t, st, sampleRequest("IT", "k1@example.com", "alice@example.com"))
+	if w := mustWrite(t, st, sampleRequest("IT", "k1@example.com", "alice@example.com")); !w.Duplicate {
+		t.Fatalf("second write of k1: %+v, want a duplicate", w)
+	}
 	mustWrite(t, st, commentRequest("IT", "k2@example.com", "IT-1", "bob@example.com"))
 	if _, err := st.Hold(ctx, Held{Request: sampleRequest("IT", "k3@example.com", "new@example.org"), Sender: "new@example.org"}); err != nil {
 		t.Fatal(err)
@@ -52,7 +56,7 @@ func TestKeys(t *testing.T) {
 			space + "msg:" + sha("k3@example.com"),
 			space + "raw:IT-1",
 			space + "raw:IT-1:1",
-			space + "req:IT-1",
+			space + "req:IT-1:comments",
 			space + "req:IT-1:participants",
 			prefix + "hold:new@example.org",
 			prefix + "log",

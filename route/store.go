@@ -2,6 +2,7 @@ package route
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -107,37 +108,43 @@ func (s *Store) ctx(parent context.Context) (context.Context, context.CancelFunc
 
 // writeScript is the whole write of a request or comment: dedupe, id,
 // raw message, participants and stream entry happen together or not at all.
-// KEYS: msg key, seq key, stream key. The raw and request keys are derived
-// from the id inside the script; they share the space's hash tag.
+// KEYS: msg key, seq key, stream key, staged raw message. The raw message
+// does not pass through the script: Lua copies every argument twice (into
+// Lua and back), which cost more than all the script's commands together.
+// It is written to a staged key in the same pipeline, just before, and the
+// script renames it into place (keeping its TTL) or deletes it. The raw and
+// participant keys are derived from the id inside the script; every key
+// shares the space's hash tag.
 var writeScript = redis.NewScript(`
 local existing = redis.call('GET', KEYS[1])
 if existing and not (existing == 'held' and ARGV[6] == '1') then
+  redis.call('DEL', KEYS[4])
   return {0, existing, ''}
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('STAGED raw message missing')
 end
 local p, ttl = ARGV[1], tonumber(ARGV[5])
 local id, rawkey
 if ARGV[3] == 'comment' then
   id = ARGV[4]
-  local n = redis.call('HINCRBY', p .. 'req:' .. id, 'comments', 1)
-  rawkey = p .. 'raw:' .. id .. ':' .. n
+  local ck = p .. 'req:' .. id .. ':comments'
+  rawkey = p .. 'raw:' .. id .. ':' .. redis.call('INCR', ck)
+  redis.call('EXPIRE', ck, ttl)
 else
   id = ARGV[2] .. '-' .. redis.call('INCR', KEYS[2])
   rawkey = p .. 'raw:' .. id
-  redis.call('HSET', p .. 'req:' .. id, 'requester', ARGV[8], 'comments', 0)
 end
-redis.call('EXPIRE', p .. 'req:' .. id, ttl)
 redis.call('SET', KEYS[1], id, 'EX', ttl)
-redis.call('SET', rawkey, ARGV[7], 'EX', ttl)
-local np = tonumber(ARGV[9])
-if np > 0 then
-  local pk = p .. 'req:' .. id .. ':participants'
-  for i = 10, 9 + np, 100 do
-    redis.call('SADD', pk, unpack(ARGV, i, math.min(i + 99, 9 + np)))
-  end
-  redis.call('EXPIRE', pk, ttl)
+redis.call('RENAME', KEYS[4], rawkey)
+local np = tonumber(ARGV[7])
+local pk = p .. 'req:' .. id .. ':participants'
+for i = 8, 7 + np, 100 do
+  redis.call('SADD', pk, unpack(ARGV, i, math.min(i + 99, 7 + np)))
 end
+redis.call('EXPIRE', pk, ttl)
 local fields = {'id', id, 'kind', ARGV[3], 'request', id, 'space', ARGV[2], 'raw_key', rawkey}
-for i = 10 + np, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8 + np, #ARGV do fields[#fields + 1] = ARGV[i] end
 local eid = redis.call('XADD', KEYS[3], '*', unpack(fields))
 return {1, id, eid}
 `)
@@ -152,8 +159,7 @@ const maxParticipants = 500
 func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	keys, args := s.writeArgs(r)
-	res, err := s.runWrite(ctx, keys, args)
+	res, err := s.runWrite(ctx, s.prepareWrite(r))
 	if err != nil {
 		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
 	}
@@ -167,9 +173,9 @@ func (s *Store) WriteBatched(ctx context.Context, b *Batcher, r Request) (Writte
 	if s.opt.WaitReplicas > 0 {
 		return s.Write(ctx, r)
 	}
-	keys, args := s.writeArgs(r)
+	w := s.prepareWrite(r)
 	var cmd *redis.Cmd
-	err := b.Do(ctx, func(pipe redis.Pipeliner) { cmd = writeScript.EvalSha(ctx, pipe, keys, args...) })
+	err := b.Do(ctx, func(pipe redis.Pipeliner) { cmd = w.queue(ctx, pipe, true) })
 	if err != nil {
 		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)
 	}
@@ -183,7 +189,15 @@ func (s *Store) WriteBatched(ctx context.Context, b *Batcher, r Request) (Writte
 	return written(r.Space, res)
 }
 
-func (s *Store) writeArgs(r Request) ([]string, []any) {
+// writeCall is one prepared write: the staged raw message and the script.
+type writeCall struct {
+	keys []string // msg, seq, stream, staged raw
+	args []any
+	raw  []byte
+	ttl  time.Duration
+}
+
+func (s *Store) prepareWrite(r Request) writeCall {
 	release := "0"
 	if r.Release {
 		release = "1"
@@ -192,17 +206,47 @@ func (s *Store) writeArgs(r Request) ([]string, []any) {
 	if len(participants) > maxParticipants {
 		participants = participants[:maxParticipants]
 	}
-	args := make([]any, 0, 9+len(participants)+2*len(r.Fields))
+	args := make([]any, 0, 7+len(participants)+2*len(r.Fields))
 	args = append(args, s.spacePrefix(r.Space), r.Space, r.Kind, r.Parent,
-		int64(s.opt.Retention/time.Second), release, r.Raw, r.Requester, len(participants))
+		int64(s.opt.Retention/time.Second), release, len(participants))
 	for _, p := range participants {
 		args = append(args, p)
 	}
 	for _, f := range r.Fields {
 		args = append(args, f.Name, f.Value)
 	}
-	keys := []string{s.msgKey(r.Space, r.MessageID), s.spacePrefix(r.Space) + "seq", s.StreamKey(r.Space)}
-	return keys, args
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	keys := []string{s.msgKey(r.Space, r.MessageID), s.spacePrefix(r.Space) + "seq", s.StreamKey(r.Space),
+		s.spacePrefix(r.Space) + "stage:" + hex.EncodeToString(nonce[:])}
+	return writeCall{keys: keys, args: args, raw: r.Raw, ttl: s.opt.Retention}
+}
+
+// queue adds the staging of the raw message and the script to pipe. The
+// staged key carries the raw message's final TTL, which RENAME keeps; if the
+// script never runs (a connection lost in between), it expires unseen.
+func (w writeCall) queue(ctx context.Context, pipe redis.Pipeliner, bySHA bool) *redis.Cmd {
+	pipe.Set(ctx, w.keys[3], w.raw, w.ttl)
+	if bySHA {
+		return writeScript.EvalSha(ctx, pipe, w.keys, w.args...)
+	}
+	return writeScript.Eval(ctx, pipe, w.keys, w.args...)
+}
+
+// exec runs the write in one round trip on c, sending the whole script
+// only when Redis does not have it yet.
+func (w writeCall) exec(ctx context.Context, c redis.Cmdable) ([]any, error) {
+	run := func(bySHA bool) ([]any, error) {
+		pipe := c.Pipeline()
+		cmd := w.queue(ctx, pipe, bySHA)
+		_, _ = pipe.Exec(ctx) // each command keeps its own error
+		return cmd.Slice()
+	}
+	res, err := run(true)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return run(false)
+	}
+	return res, err
 }
 
 func written(space string, res []any) (Written, error) {
@@ -227,12 +271,12 @@ func (s *Store) LoadScripts(ctx context.Context) error {
 	return nil
 }
 
-// runWrite runs the write script. With WaitReplicas it runs it and WAIT on
-// one connection to the primary that owns the space's slot: WAIT counts
-// the writes of its own connection only.
-func (s *Store) runWrite(ctx context.Context, keys []string, args []any) ([]any, error) {
+// runWrite runs the write. With WaitReplicas it runs it and WAIT on one
+// connection to the primary that owns the space's slot: WAIT counts the
+// writes of its own connection only.
+func (s *Store) runWrite(ctx context.Context, w writeCall) ([]any, error) {
 	if s.opt.WaitReplicas <= 0 {
-		return writeScript.Run(ctx, s.rdb, keys, args...).Slice()
+		return w.exec(ctx, s.rdb)
 	}
 	var primary *redis.Client
 	switch c := s.rdb.(type) {
@@ -240,7 +284,7 @@ func (s *Store) runWrite(ctx context.Context, keys []string, args []any) ([]any,
 		primary = c
 	case *redis.ClusterClient:
 		var err error
-		if primary, err = c.MasterForKey(ctx, keys[0]); err != nil {
+		if primary, err = c.MasterForKey(ctx, w.keys[0]); err != nil {
 			return nil, err
 		}
 	default:
@@ -248,7 +292,7 @@ func (s *Store) runWrite(ctx context.Context, keys []string, args []any) ([]any,
 	}
 	conn := primary.Conn()
 	defer conn.Close()
-	res, err := writeScript.Run(ctx, conn, keys, args...).Slice()
+	res, err := w.exec(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +349,7 @@ func (s *Store) QueueLookup(ctx context.Context, pipe redis.Pipeliner, space, me
 	vals := pipe.MGet(ctx, keys...)
 	var tagged *redis.IntCmd
 	if tag != "" {
-		tagged = pipe.Exists(ctx, s.spacePrefix(space)+"req:"+tag)
+		tagged = pipe.Exists(ctx, s.spacePrefix(space)+"req:"+tag+":participants")
 	}
 	return func(ctx context.Context) (Seen, error) {
 		var seen Seen

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -444,6 +445,28 @@ func TestWriteConcurrentDistinct(t *testing.T) {
 			if v["raw_key"] != rawKeyOf(testPrefix, "IT", v["id"]) {
 				t.Errorf("entry %s: raw_key %q for id %q", m.ID, v["raw_key"], v["id"])
 			}
+		}
+	})
+}
+
+// A script that finds no staged raw message (the staging SET lost, or the
+// key evicted) writes nothing and fails, so the message is deferred and
+// sent again rather than queued without its raw copy.
+func TestWriteWithoutStagedRawWritesNothing(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		st := NewStore(b.rdb, Options{Prefix: testPrefix})
+		ctx := testCtx(t)
+		w := st.prepareWrite(sampleRequest("IT", "lost@example.com", "alice@example.com"))
+		err := writeScript.Run(ctx, b.rdb, w.keys, w.args...).Err()
+		if err == nil || !strings.Contains(err.Error(), "STAGED") {
+			t.Fatalf("script without a staged message: %v, want the STAGED error", err)
+		}
+		keys, err := b.rdb.Keys(ctx, testPrefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 0 {
+			t.Fatalf("keys after a failed write: %v", keys)
 		}
 	})
 }
