@@ -189,7 +189,7 @@ func (h *Handler) Handle(ctx context.Context, env Envelope, raw []byte) Result {
 	m.problem, m.why = m.msg.Problem, m.msg.ProblemWhy
 	m.id = m.msg.MessageID
 	if m.id == "" {
-		m.id = "synthetic-" + m.msg.ContentHash[:32] + "@" + h.hostname
+		m.id = "synthetic-" + m.msg.ContentHash()[:32] + "@" + h.hostname
 	}
 	if m.problem == parse.ProblemNone && len(m.msg.From) == 1 {
 		from, err := mailaddr.Normalize(m.msg.From[0].Address)

@@ -75,8 +75,8 @@ func checkMessage(t *testing.T, raw []byte, m *Message) {
 	if len(m.Defects) > maxDefects {
 		t.Fatalf("%d defects", len(m.Defects))
 	}
-	if m.Size != int64(len(raw)) || len(m.ContentHash) != 64 {
-		t.Fatalf("Size %d ContentHash %q", m.Size, m.ContentHash)
+	if m.Size != int64(len(raw)) || len(m.ContentHash()) != 64 {
+		t.Fatalf("Size %d ContentHash %q", m.Size, m.ContentHash())
 	}
 	strs := []string{m.MessageID, m.Subject, m.Text, m.HTML, m.MachineWhy, m.ProblemWhy, string(m.Machine), string(m.Problem)}
 	strs = append(strs, m.InReplyTo...)

@@ -110,13 +110,16 @@ type Message struct {
 	Defects []string
 
 	Size int64 // bytes of the raw message
-	// ContentHash is the hex SHA-256 of From, To, Cc, Date and Subject as
-	// written plus the raw bytes after the header: stable across relays
-	// (which only prepend trace headers), it stands in for a missing Message-ID.
-	ContentHash string
 
 	header map[string][]string // canonical key -> raw (undecoded) values, top first
+	body   []byte              // the raw bytes after the header section
 }
+
+// ContentHash is the hex SHA-256 of From, To, Cc, Date and Subject as
+// written plus the raw bytes after the header: stable across relays (which
+// only prepend trace headers), it stands in for a missing Message-ID. It is
+// computed on each call, as only mail without a Message-ID needs it.
+func (m *Message) ContentHash() string { return contentHash(m.header, m.body) }
 
 // Header returns the raw values of a header field, top first.
 func (m *Message) Header(name string) []string {

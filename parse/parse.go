@@ -87,7 +87,7 @@ func (p *parser) run(raw []byte) {
 	}
 	msg.header = h.toMap()
 	p.headers(h)
-	msg.ContentHash = contentHash(h, raw[bodyStart:])
+	msg.body = raw[bodyStart:]
 
 	switch n := h.count("From"); {
 	case len(h) == 0:
@@ -210,10 +210,10 @@ func (p *parser) headers(h header) {
 // runs of white space collapsed and the body with CRLF turned into LF and
 // trailing line ends dropped, because the same message arrives with CRLF
 // over SMTP and often with LF from IMAP stores and .eml files.
-func contentHash(h header, body []byte) string {
+func contentHash(h map[string][]string, body []byte) string {
 	s := sha256.New()
 	for _, k := range [...]string{"From", "To", "Cc", "Date", "Subject"} {
-		for _, v := range h.values(k) {
+		for _, v := range h[k] {
 			s.Write([]byte(k))
 			s.Write([]byte{':'})
 			writeCollapsed(s, v)

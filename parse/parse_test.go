@@ -45,8 +45,8 @@ func TestParseSimple(t *testing.T) {
 	if want := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC); !m.Date.Equal(want) {
 		t.Errorf("Date = %v", m.Date)
 	}
-	if m.Size != int64(len(simple())) || len(m.ContentHash) != 64 {
-		t.Errorf("Size %d, ContentHash %q", m.Size, m.ContentHash)
+	if m.Size != int64(len(simple())) || len(m.ContentHash()) != 64 {
+		t.Errorf("Size %d, ContentHash %q", m.Size, m.ContentHash())
 	}
 	if len(m.Defects) != 0 {
 		t.Errorf("defects: %q", m.Defects)
@@ -352,10 +352,10 @@ func TestContentHash(t *testing.T) {
 	lf := Parse([]byte(strings.ReplaceAll(string(simple()), "\r\n", "\n")+"\n"), Options{})
 	other := Parse(append(simple(), '!'), Options{})
 	subj := Parse(simple("Subject: other"), Options{})
-	if a.ContentHash != relayed.ContentHash || a.ContentHash != lf.ContentHash {
-		t.Errorf("hash not stable: %s %s %s", a.ContentHash, relayed.ContentHash, lf.ContentHash)
+	if a.ContentHash() != relayed.ContentHash() || a.ContentHash() != lf.ContentHash() {
+		t.Errorf("hash not stable: %s %s %s", a.ContentHash(), relayed.ContentHash(), lf.ContentHash())
 	}
-	if a.ContentHash == other.ContentHash || a.ContentHash == subj.ContentHash {
+	if a.ContentHash() == other.ContentHash() || a.ContentHash() == subj.ContentHash() {
 		t.Error("hash ignores body or Subject")
 	}
 }
