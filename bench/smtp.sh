@@ -8,7 +8,12 @@
 # second, no RDB snapshots), so every accepted message is parsed, looked up
 # and written to its space's stream before the 250.
 #
-# Both servers get the identical load from Postfix's smtp-source:
+# A third server, bench/gosmtpnull, is go-smtp (the library mailgw is built
+# on) with a backend that discards everything: the rate no server built on
+# go-smtp can beat here, which splits the gap between smtp-sink and mailgw
+# into the library's part and mailgw's own.
+#
+# All three servers get the identical load from Postfix's smtp-source:
 #
 #   reuse     SESSIONS parallel sessions, several messages per connection (-d)
 #   new-conn  SESSIONS parallel sessions, a new connection per message
@@ -99,9 +104,6 @@ PIDS=()        # every background process this script started
 MAILGW_PID=""
 FAILED=0
 
-
-
-
 # cleanup stops what is left, newest first: the load generator before the
 # servers it talks to.
 cleanup() {
@@ -137,17 +139,14 @@ wait_smtp() {
 	die "$name did not greet on port $port within 20 s"
 }
 
-
-
-
-
 # ---------------------------------------------------------------- setup
 
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
 
-log "building mailgw"
+log "building mailgw and gosmtpnull"
 go build -o "$TMP/mailgw" ./cmd/mailgw
+go build -o "$TMP/gosmtpnull" ./bench/gosmtpnull
 
 start_redis
 
@@ -159,6 +158,12 @@ sink_user=()
 PIDS+=($!)
 SINK_PID=$!
 wait_smtp "$SINK_PORT" "$SINK_PID" smtp-sink
+
+GOSMTP_PORT=$(free_port)
+"$TMP/gosmtpnull" "127.0.0.1:$GOSMTP_PORT" >"$TMP/gosmtpnull.log" 2>&1 &
+PIDS+=($!)
+GOSMTP_PID=$!
+wait_smtp "$GOSMTP_PORT" "$GOSMTP_PID" gosmtpnull
 
 MAILGW_PORT=$(free_port)
 inflight_line=""
@@ -257,17 +262,24 @@ source_run() {
 ROWS=()
 RSS_MAX_KB=0
 
-# measure LOAD COUNT SMTP-SOURCE-FLAGS...: RUNS runs against smtp-sink and
-# mailgw, interleaved, and one row for the table.
+# measure LOAD COUNT SMTP-SOURCE-FLAGS...: RUNS runs against smtp-sink,
+# gosmtpnull and mailgw, interleaved, and one row for the table.
 measure() {
-	local load=$1 count=$2 r t hwm xlen sink_t=() gw_t=() peak=0 streams=""
-	local gw0 rd0 gw_cpu=() rd_cpu=()
+	local load=$1 count=$2 r t hwm xlen sink_t=() null_t=() gw_t=() peak=0 streams=""
+	local c0 gw0 rd0 sink_cpu=() null_cpu=() gw_cpu=() rd_cpu=()
 	shift 2
 	for ((r = 1; r <= RUNS; r++)); do
 		log "$load: run $r/$RUNS, smtp-sink"
+		c0=$(cpu_ticks "$SINK_PID")
 		source_run "$SINK_PORT" "sink-$load-$r" "$@" || { FAILED=1; return; }
-		t=$T
-		sink_t+=("$t")
+		sink_t+=("$T")
+		sink_cpu+=($(($(cpu_ticks "$SINK_PID") - c0)))
+
+		log "$load: run $r/$RUNS, gosmtpnull"
+		c0=$(cpu_ticks "$GOSMTP_PID")
+		source_run "$GOSMTP_PORT" "gosmtpnull-$load-$r" "$@" || { FAILED=1; return; }
+		null_t+=("$T")
+		null_cpu+=($(($(cpu_ticks "$GOSMTP_PID") - c0)))
 
 		log "$load: run $r/$RUNS, mailgw"
 		start_mailgw "$load-$r"
@@ -287,19 +299,23 @@ measure() {
 			log "$load: run $r: $xlen stream entries for $count messages"
 		fi
 		streams+="${streams:+,}$xlen"
-		log "$load: run $r: smtp-sink ${sink_t[-1]} s, mailgw ${gw_t[-1]} s, $xlen stream entries, peak RSS $((hwm / 1024)) MB"
+		log "$load: run $r: smtp-sink ${sink_t[-1]} s, gosmtpnull ${null_t[-1]} s, mailgw ${gw_t[-1]} s, $xlen stream entries, peak RSS $((hwm / 1024)) MB"
 	done
 	((peak > RSS_MAX_KB)) && RSS_MAX_KB=$peak
-	local st gt gc rc
+	local st nt gt sc nc gc rc
 	st=$(median "${sink_t[@]}")
+	nt=$(median "${null_t[@]}")
 	gt=$(median "${gw_t[@]}")
+	sc=$(median "${sink_cpu[@]}")
+	nc=$(median "${null_cpu[@]}")
 	gc=$(median "${gw_cpu[@]}")
 	rc=$(median "${rd_cpu[@]}")
-	ROWS+=("$(awk -v load="$load" -v n="$count" -v st="$st" -v gt="$gt" -v gc="$gc" -v rc="$rc" -v hz="$CLK_TCK" \
-		-v rss="$peak" -v xl="$streams" 'BEGIN {
-		printf "%-9s %6d %11.0f %11.0f %6.2f %8.3f %8.3f %9.0f %9.0f %7.0f  %s\n",
-			load, n, n / st, n / gt, st / gt, st * 1000 / n, gt * 1000 / n,
-			gc / hz * 1e6 / n, rc / hz * 1e6 / n, rss / 1024, xl }')")
+	ROWS+=("$(awk -v load="$load" -v n="$count" -v st="$st" -v nt="$nt" -v gt="$gt" -v sc="$sc" -v nc="$nc" \
+		-v gc="$gc" -v rc="$rc" -v hz="$CLK_TCK" -v rss="$peak" -v xl="$streams" 'BEGIN {
+		us = 1e6 / hz / n
+		printf "%-9s %6d %10.0f %10.0f %10.0f %6.2f %6.2f %8.3f %8.3f %7.0f %7.0f %7.0f %7.0f %7.0f  %s\n",
+			load, n, n / st, n / nt, n / gt, st / nt, st / gt, st * 1000 / n, gt * 1000 / n,
+			sc * us, nc * us, gc * us, rc * us, rss / 1024, xl }')")
 }
 
 for load in $LOADS; do
@@ -345,19 +361,21 @@ echo "mailgw SMTP benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -
 echo "smtp-source payload $SIZE B; $SESSIONS sessions for reuse and new-conn; median of $RUNS runs; Redis AOF everysec"
 echo "mailgw $COMMIT; load average before: $LOADAVG; mailgw GOMEMLIMIT: ${MAILGW_GOMEMLIMIT:-unset}"
 echo
-printf '%-9s %6s %11s %11s %6s %8s %8s %9s %9s %7s  %s\n' load msgs sink_msg/s gw_msg/s ratio sink_ms gw_ms gw_cpu_us rd_cpu_us rss_MB stream_entries
+printf '%-9s %6s %10s %10s %10s %6s %6s %8s %8s %7s %7s %7s %7s %7s  %s\n' load msgs sink_msg/s null_msg/s gw_msg/s null_r ratio sink_ms gw_ms sink_us null_us gw_us rd_us rss_MB stream_entries
 for row in "${ROWS[@]}"; do
 	printf '%s\n' "$row"
 done
 [[ -n $MEMORY_ROW ]] && printf 'memory    %s\n' "$MEMORY_ROW"
 echo
-echo "ratio: mailgw msg/s over smtp-sink msg/s. sink_ms, gw_ms: wall time per message (for latency,"
-echo "the time one message takes end to end). gw_cpu_us, rd_cpu_us: CPU time (user + system) mailgw"
-echo "and redis-server spent per message. rss_MB: mailgw's peak resident set (VmHWM) over the runs."
+echo "ratio: mailgw msg/s over smtp-sink msg/s. null_r: the same for gosmtpnull (go-smtp with a"
+echo "backend that discards everything), the ceiling for any server built on go-smtp. sink_ms, gw_ms:"
+echo "wall time per message (for latency, the time one message takes end to end). sink_us, null_us,"
+echo "gw_us, rd_us: CPU time (user + system) per message of smtp-sink, gosmtpnull, mailgw and"
+echo "redis-server. rss_MB: mailgw's peak resident set (VmHWM) over the runs."
 
 verdict() { if [[ $1 == 1 ]]; then echo met; else echo MISSED; fi; }
 for row in "${ROWS[@]}"; do
-	read -r load _ _ _ ratio _ <<<"$row"
+	read -r load _ _ _ _ _ ratio _ <<<"$row"
 	if [[ $load == reuse || $load == new-conn ]]; then
 		echo "target: ratio >= $TARGET_RATIO at $SESSIONS sessions ($load): $ratio, $(verdict "$(awk -v r="$ratio" -v t="$TARGET_RATIO" 'BEGIN { print (r >= t) }')")"
 	fi
