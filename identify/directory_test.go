@@ -152,6 +152,41 @@ func TestDirectoryLookup(t *testing.T) {
 	})
 }
 
+// Without membership (an open space) the look-up still finds the account
+// and the agent, but leaves the space's customer lists unread: one command
+// per question fewer, and nothing the policy would ask of an open space.
+func TestQueueLookupWithoutMembership(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, d *Directory, rdb *redis.Client, _ func()) {
+		seeded(t, d)
+		for _, tt := range []struct {
+			addr, space string
+		}{{"pat@example.com", "BILL"}, {"new@partner.example", "BILL"}, {"carol@example.com", "IT"}} {
+			full, err := d.Lookup(testCtx(t), tt.addr, tt.space)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := testCtx(t)
+			pipe := rdb.Pipeline()
+			read := d.QueueLookup(ctx, pipe, tt.addr, tt.space, false)
+			if pipe.Len() != 2 {
+				t.Errorf("%s in %s: %d commands queued, want 2", tt.addr, tt.space, pipe.Len())
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				t.Fatal(err)
+			}
+			got, err := read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := full
+			want.SpaceCustomer, want.LinkedOrgDomain = false, false
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s in %s without membership =\n  %s\nwant\n  %s", tt.addr, tt.space, fmtSender(got), fmtSender(want))
+			}
+		}
+	})
+}
+
 func fmtSender(s Sender) string {
 	c := "<nil>"
 	if s.Customer != nil {

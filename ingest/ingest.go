@@ -305,7 +305,7 @@ func (h *Handler) decide(ctx context.Context, m *message, space config.Space) id
 	readThrottle := func() (*identify.Throttle, error) { return nil, nil }
 	err := h.pipeline(lctx, func(pipe redis.Pipeliner) {
 		readSeen = h.store.QueueLookup(lctx, pipe, space.Key, m.id, threadParents(m.msg), m.msg.Subject, m.from)
-		readSender = h.dir.QueueLookup(lctx, pipe, m.from, space.Key)
+		readSender = h.dir.QueueLookup(lctx, pipe, m.from, space.Key, space.ChannelAccess == config.ChannelRestricted)
 		if counted {
 			readThrottle = h.limiter.QueueCount(lctx, pipe, m.from, space.Key)
 		}
