@@ -45,6 +45,8 @@
 # once, 1 otherwise. The target is reported, not enforced.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 MESSAGES=${MESSAGES:-5000}
 SIZE=${SIZE:-4096}
@@ -61,71 +63,18 @@ IMAP_USER=support
 IMAP_PASS=secret
 STREAM='mailgw:{IT}:requests'
 
-log() { printf '%s\n' "$*" >&2; }
-die() {
-	log "bench/imap.sh: $*"
-	exit 1
-}
-# shellcheck source=bench/lib.sh
-. "$(dirname "$0")/lib.sh"
-
-for tool in go redis-server redis-cli timeout awk; do
-	command -v "$tool" >/dev/null || die "$tool not found"
-done
+need go redis-server redis-cli timeout awk
 [[ -x $DOVECOT ]] || die "$DOVECOT not found (Debian: apt-get install dovecot-imapd)"
-for n in MESSAGES SIZE BATCH RUNS RUN_TIMEOUT; do
-	[[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, not '${!n}'"
-done
+whole_numbers MESSAGES SIZE BATCH RUNS RUN_TIMEOUT
 ((RUNS >= 1 && MESSAGES >= 1 && BATCH >= 1)) || die "RUNS, MESSAGES and BATCH must be at least 1"
-
-# A short path: Dovecot's UNIX sockets live below it (108-byte limit).
-TMP=$(mktemp -d /tmp/mailgw-imapbench.XXXXXX)
-chmod 755 "$TMP"
-PIDS=() # every background process this script started
-MAILGW_PID=""
-FAILED=0
-
-
-
-
-DOVECOT_PID=""
-DOVECOT_GROUP=0 # 1 when Dovecot leads a process group of its own
-
-# cleanup stops what is left, newest first, and then whatever is left of
-# Dovecot's process group (its login, imap and auth processes).
-cleanup() {
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop "${PIDS[i]}"
-	done
-	if [[ -n $DOVECOT_PID && $DOVECOT_GROUP == 1 ]]; then
-		kill -KILL -- "-$DOVECOT_PID" 2>/dev/null || true
-	fi
-	if [[ $KEEP == 1 ]]; then
-		log "kept $TMP"
-	else
-		rm -rf "$TMP"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# free_port prints a loopback TCP port nobody listens on and this script
-# has not handed out yet.
-USED_PORTS=" "
-
 
 now() { date +%s.%N; }
 
 # ---------------------------------------------------------------- setup
 
-LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
-
-log "building mailgw and imapload"
-go build -o "$TMP/mailgw" ./cmd/mailgw
-go build -o "$TMP/imapload" ./bench/imapload
-
+# A short path: Dovecot's UNIX sockets live below it (108-byte limit).
+bench_start /tmp/mailgw-imapbench.XXXXXX
+build cmd/mailgw bench/imapload
 start_redis
 
 # Dovecot, configured as internal/dovecottest does: as root, its own
@@ -227,7 +176,7 @@ EOF
 # no group leader), so $! is Dovecot's master.
 if command -v setsid >/dev/null; then
 	setsid "$DOVECOT" -F -c "$DC/dovecot.conf" >"$DC/dovecot.out" 2>&1 &
-	DOVECOT_GROUP=1
+	PGROUPS+=($!)
 else
 	"$DOVECOT" -F -c "$DC/dovecot.conf" >"$DC/dovecot.out" 2>&1 &
 fi
@@ -370,7 +319,7 @@ ge=$(median "${GW_EMPTY_T[@]}")
 gc=$(median "${GW_CPU[@]}")
 rc=$(median "${RD_CPU[@]}")
 echo
-echo "mailgw IMAP benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "mailgw IMAP benchmark, $(machine)"
 echo "$MESSAGES messages of $SIZE B; batches of $BATCH; Dovecot $DOVECOT_VERSION (Maildir); Redis AOF everysec"
 echo "mailgw $COMMIT; load average before: $LOADAVG"
 echo
@@ -391,7 +340,4 @@ if awk -v r="$RATIO" -v t="$TARGET_RATIO" 'BEGIN { exit !(r >= t) }'; then
 else
 	echo "target: ratio >= $TARGET_RATIO: $RATIO, MISSED"
 fi
-if ((FAILED)); then
-	echo "some runs failed or stream counts did not match (see above)"
-	exit 1
-fi
+finish

@@ -1,5 +1,72 @@
-# Shell helpers the benchmark scripts share. Sourced after the script has
-# defined log and die; uses the script's TMP, PIDS, USED_PORTS and REDIS_PORT.
+# Shell helpers the benchmark scripts share, sourced from the repository
+# root. bench_start sets up TMP and the bookkeeping the others use: PIDS,
+# PGROUPS, USED_PORTS and FAILED; start_redis sets REDIS_PORT for rcli.
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+	log "bench/${0##*/}: $*"
+	exit 1
+}
+
+# need CMD...: dies naming the first command that is not in PATH.
+need() {
+	local tool
+	for tool; do
+		command -v "$tool" >/dev/null || die "$tool not found"
+	done
+}
+
+# whole_numbers NAME...: dies unless every named variable is a whole number.
+whole_numbers() {
+	local n
+	for n; do
+		[[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, not '${!n}'"
+	done
+}
+
+# bench_start TEMPLATE: makes TMP with mktemp -d TEMPLATE, readable by the
+# users servers drop to, and has cleanup run on exit. Also notes, before any
+# load, what the report shows of the machine: LOADAVG and COMMIT.
+bench_start() {
+	TMP=$(mktemp -d "$1")
+	chmod 755 "$TMP"
+	PIDS=()    # every background process the script started
+	PGROUPS=() # process groups to kill once their leaders have been stopped
+	USED_PORTS=" "
+	FAILED=0
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+	LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+	COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
+}
+
+# cleanup stops what is left, newest first: the load generator before the
+# servers it talks to. Then whatever is left of the process groups, such
+# as a server's worker processes, and TMP unless KEEP=1.
+cleanup() {
+	local i
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop "${PIDS[i]}"
+	done
+	for i in "${PGROUPS[@]}"; do
+		kill -KILL -- "-$i" 2>/dev/null || true
+	done
+	if [[ $KEEP == 1 ]]; then
+		log "kept $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+}
+
+# build PKG...: go build each package, e.g. cmd/mailgw, into $TMP/NAME,
+# NAME being its last path element.
+build() {
+	local pkg
+	log "building $*"
+	for pkg; do
+		go build -o "$TMP/${pkg##*/}" "./$pkg"
+	done
+}
 
 # alive PID: the process runs (exists and is not a zombie waiting for wait).
 alive() {
@@ -31,6 +98,8 @@ forget() {
 	PIDS=("${keep[@]}")
 }
 
+# free_port prints a loopback TCP port nobody listens on and this script
+# has not handed out yet.
 free_port() {
 	local p i
 	for ((i = 0; i < 200; i++)); do
@@ -80,6 +149,19 @@ start_redis() {
 		((i < 200)) || die "redis-server did not answer within 20 s"
 		sleep 0.1
 	done
+}
+
+# machine: the date and the machine, for the report's first line.
+machine() {
+	printf '%s, %s CPUs, %s' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+}
+
+# finish: the exit status, 1 with a note when a run failed.
+finish() {
+	if ((FAILED)); then
+		echo "some runs failed or stream counts did not match (see above)"
+		exit 1
+	fi
 }
 
 CLK_TCK=$(getconf CLK_TCK)

@@ -56,6 +56,8 @@
 # 1 otherwise. Targets are reported, not enforced.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-20}
@@ -82,47 +84,14 @@ RCPT=it@example.com
 HELO=loadgen.example  # smtp-source -M: HELO name and Message-ID domain
 STREAM='mailgw:{IT}:requests'
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "bench/smtp.sh: $*"; exit 1; }
-# shellcheck source=bench/lib.sh
-. "$(dirname "$0")/lib.sh"
-
-for tool in go redis-server redis-cli timeout awk; do
-	command -v "$tool" >/dev/null || die "$tool not found"
-done
+need go redis-server redis-cli timeout awk
 for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
 	[[ -x $tool ]] || die "$tool not found (Debian: apt-get install postfix)"
 done
-for n in MESSAGES SESSIONS SIZE LATENCY_MESSAGES RUNS BIG_MESSAGES BIG_SIZE MAX_MESSAGE_BYTES MAX_INFLIGHT RUN_TIMEOUT; do
-	[[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, not '${!n}'"
-done
+whole_numbers MESSAGES SESSIONS SIZE LATENCY_MESSAGES RUNS BIG_MESSAGES BIG_SIZE MAX_MESSAGE_BYTES MAX_INFLIGHT RUN_TIMEOUT
 ((RUNS >= 1)) || die "RUNS must be at least 1"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/mailgw-bench.XXXXXX")
-chmod 755 "$TMP"
-PIDS=()        # every background process this script started
 MAILGW_PID=""
-FAILED=0
-
-# cleanup stops what is left, newest first: the load generator before the
-# servers it talks to.
-cleanup() {
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop "${PIDS[i]}"
-	done
-	if [[ $KEEP == 1 ]]; then
-		log "kept $TMP"
-	else
-		rm -rf "$TMP"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# free_port prints a loopback TCP port nobody listens on and this script
-# has not handed out yet.
-USED_PORTS=" "
 
 # wait_smtp PORT PID NAME: until the server greets with 220 (20 s at most).
 wait_smtp() {
@@ -141,13 +110,8 @@ wait_smtp() {
 
 # ---------------------------------------------------------------- setup
 
-LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-COMMIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
-
-log "building mailgw and gosmtpnull"
-go build -o "$TMP/mailgw" ./cmd/mailgw
-go build -o "$TMP/gosmtpnull" ./bench/gosmtpnull
-
+bench_start "${TMPDIR:-/tmp}/mailgw-bench.XXXXXX"
+build cmd/mailgw bench/gosmtpnull
 start_redis
 
 SINK_PORT=$(free_port)
@@ -357,7 +321,7 @@ fi
 # ---------------------------------------------------------------- report
 
 echo
-echo "mailgw SMTP benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "mailgw SMTP benchmark, $(machine)"
 echo "smtp-source payload $SIZE B; $SESSIONS sessions for reuse and new-conn; median of $RUNS runs; Redis AOF everysec"
 echo "mailgw $COMMIT; load average before: $LOADAVG; mailgw GOMEMLIMIT: ${MAILGW_GOMEMLIMIT:-unset}"
 echo
@@ -381,7 +345,4 @@ for row in "${ROWS[@]}"; do
 	fi
 done
 echo "target: peak RSS < $TARGET_RSS_MB MB in every run: highest $((RSS_MAX_KB / 1024)) MB, $(verdict $((RSS_MAX_KB / 1024 < TARGET_RSS_MB)))"
-if ((FAILED)); then
-	echo "some runs failed or stream counts did not match (see above)"
-	exit 1
-fi
+finish

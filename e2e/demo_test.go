@@ -38,12 +38,12 @@ func TestDemo(t *testing.T) {
 	// The hint goes to stdout once both listeners are bound; until then
 	// someone else may be answering on 2525.
 	deadline := time.Now().Add(readyTimeout)
-	for !strings.Contains(g.stdout.String(), "swaks ") && !g.exited() && time.Now().Before(deadline) {
+	for !strings.Contains(g.proc.Stdout.String(), "swaks ") && !g.exited() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if g.exited() {
 		code := g.wait(t, time.Second)
-		stderr := g.stderr.String()
+		stderr := g.proc.Stderr.String()
 		if code != 1 || !strings.Contains(stderr, "address already in use") {
 			t.Fatalf("demo exited with status %d:\n%s", code, stderr)
 		}
@@ -56,18 +56,18 @@ func TestDemo(t *testing.T) {
 	if err := g.waitReady("localhost"); err != nil {
 		t.Fatalf("demo: %v", err)
 	}
-	if !strings.Contains(g.stderr.String(), "EMBEDDED") {
-		t.Errorf("demo stderr does not warn about the embedded Redis:\n%s", g.stderr.String())
+	if !strings.Contains(g.proc.Stderr.String(), "EMBEDDED") {
+		t.Errorf("demo stderr does not warn about the embedded Redis:\n%s", g.proc.Stderr.String())
 	}
 
 	var command string
-	for _, line := range strings.Split(g.stdout.String(), "\n") {
+	for _, line := range strings.Split(g.proc.Stdout.String(), "\n") {
 		if l := strings.TrimSpace(line); strings.HasPrefix(l, "swaks ") {
 			command = l
 		}
 	}
 	if command == "" {
-		t.Fatalf("demo printed no swaks command; stdout:\n%s", g.stdout.String())
+		t.Fatalf("demo printed no swaks command; stdout:\n%s", g.proc.Stdout.String())
 	}
 	if !strings.Contains(command, "--server 127.0.0.1 --port 2525") {
 		t.Errorf("swaks command does not name the demo's address: %s", command)

@@ -35,18 +35,7 @@ const (
 var mailgwBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	bin, cleanup, err := proctest.BuildMailgw("mailgw-e2e-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	mailgwBin = bin
-	return m.Run()
+	os.Exit(proctest.RunMailgwTests(m, "mailgw-e2e-", &mailgwBin))
 }
 
 // requireTool returns the path of a system tool the tests drive, or fails
@@ -122,9 +111,7 @@ type gateway struct {
 	Addr   string // SMTP listener, 127.0.0.1:PORT
 	Config string // config file path; empty in demo mode
 
-	proc   *proctest.Process
-	stdout syncBuffer
-	stderr syncBuffer
+	proc *proctest.Mailgw
 }
 
 // startGateway writes a config for opts and runs "mailgw serve" with its
@@ -142,7 +129,7 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 		if err == nil {
 			return g
 		}
-		if g.exited() && strings.Contains(g.stderr.String(), "address already in use") && attempt < bindAttempts {
+		if g.proc.BindFailed() && attempt < bindAttempts {
 			t.Logf("mailgw could not bind %s, trying another port", g.Addr)
 			continue
 		}
@@ -150,30 +137,10 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 	}
 }
 
-// launch starts the mailgw binary with args. The process is killed, by its
-// pid, when the test ends if it is still running; its stderr is shown when
-// the test failed.
+// launch starts the mailgw binary with args; see proctest.StartMailgw.
 func launch(t *testing.T, args ...string) *gateway {
 	t.Helper()
-	g := &gateway{}
-	cmd := exec.Command(mailgwBin, args...)
-	cmd.Env = childEnv()
-	cmd.Stdout = &g.stdout
-	cmd.Stderr = &g.stderr
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start mailgw: %v", err)
-	}
-	g.proc = p
-	t.Cleanup(func() {
-		if !p.Exited() {
-			p.Kill()
-		}
-		if t.Failed() {
-			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), p.Pid(), proctest.LastLines(g.stderr.String(), 60))
-		}
-	})
-	return g
+	return &gateway{proc: proctest.StartMailgw(t, mailgwBin, args...)}
 }
 
 func (g *gateway) exited() bool { return g.proc.Exited() }
@@ -233,7 +200,7 @@ func (g *gateway) logLines(t testing.TB) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	var bad []string
-	for _, line := range strings.Split(strings.TrimSpace(g.stderr.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(g.proc.Stderr.String()), "\n") {
 		if line == "" {
 			continue
 		}

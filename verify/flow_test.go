@@ -11,6 +11,7 @@ import (
 
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/internal/testkit"
 	"mailgw/verify"
 )
 
@@ -19,7 +20,7 @@ var ownMessageID = regexp.MustCompile(`^<mailgw\.[0-9a-f]+@mx\.example\.com>$`)
 // TestEndToEnd follows an unknown sender from the first message to the
 // confirmed account, through ingest with the verification mail captured.
 func TestEndToEnd(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		const dave = "dave@other.example"
 
@@ -151,7 +152,7 @@ func TestEndToEnd(t *testing.T) {
 // TestCooldownOver: once verify.cooldown has passed, the next held message
 // brings a new mail with a new link; both links work.
 func TestCooldownOver(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("dave@other.example", "m1@other.example")
 		first := tokenOf(t, f.deliverOne().Msg)
@@ -188,7 +189,7 @@ func TestCooldownOver(t *testing.T) {
 
 // TestResend: a new link now, ignoring the cooldown, for pending accounts only.
 func TestResend(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("Dave <dave@other.example>", "m1@other.example")
 		first := tokenOf(t, f.deliverOne().Msg)
@@ -216,7 +217,7 @@ func TestResend(t *testing.T) {
 // TestConcurrentConfirm: twenty presses of the button at once queue each
 // held request exactly once.
 func TestConcurrentConfirm(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		const dave = "dave@other.example"
 		f.hold(dave, "m1@other.example", "it@example.com", "billing@example.com")
@@ -277,7 +278,7 @@ func TestConcurrentConfirm(t *testing.T) {
 // arrive at once (parallel SMTP sessions) still bring one mail per
 // cooldown, not one each.
 func TestConcurrentHoldsOneMail(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		var wg sync.WaitGroup
 		for i := range 10 {
@@ -297,7 +298,7 @@ func TestConcurrentHoldsOneMail(t *testing.T) {
 // TestComposeLongSubject: the sender's subject is cut to fit the mail,
 // and never in the middle of a character.
 func TestComposeLongSubject(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		subject := strings.Repeat("a", 199) + strings.Repeat("ü", 50) + "\r\nBcc: victim@example.net"
 		if err := f.svc.OnHeld(f.ctx, verify.Held{Address: "dave@other.example", Name: "Dave\r\nX-Injected: 1", Space: "IT", Subject: subject}); err != nil {

@@ -19,14 +19,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
-	"mailgw/internal/redistest"
+	"mailgw/internal/testkit"
 	"mailgw/route"
 	"mailgw/verify"
 )
@@ -58,71 +57,36 @@ var linkRE = regexp.MustCompile(`https://help\.example\.com/verify/([A-Za-z0-9_-
 // that the next hourly rate-limit window is 45 minutes away.
 var start = time.Date(2026, 3, 2, 10, 15, 0, 0, time.UTC)
 
-// clock is the injectable time of the service and the handler.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// backend is one Redis the tests run against.
-type backend struct {
-	name string
-	rdb  *redis.Client
-	mini *miniredis.Miniredis // set for miniredis
-	real *redistest.Server    // set for redis-server
-}
-
-// eachBackend runs f as a parallel subtest against miniredis and against a
-// real redis-server.
-func eachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
+// eachBackend runs f against miniredis and a redis-server with go-redis
+// defaults.
+func eachBackend(t *testing.T, f func(t *testing.T, b *testkit.Backend)) {
 	t.Helper()
-	t.Run("miniredis", func(t *testing.T) {
-		t.Parallel()
-		rdb, m := redistest.Mini(t)
-		f(t, &backend{name: "miniredis", rdb: rdb, mini: m})
-	})
-	t.Run("redis-server", func(t *testing.T) {
-		t.Parallel()
-		s := redistest.Real(t)
-		f(t, &backend{name: "redis-server", rdb: s.Client(t), real: s})
-	})
+	testkit.EachBackend(t, testkit.RealOptions{}, f)
 }
 
 // fastForward lets d pass for Redis's key expiry, as the test clock
 // advances: miniredis has FastForward; for a real server every key with a
 // TTL has it shortened by d, or is deleted when d covers it.
-func (b *backend) fastForward(t *testing.T, d time.Duration) {
+func fastForward(t *testing.T, b *testkit.Backend, d time.Duration) {
 	t.Helper()
-	if b.mini != nil {
-		b.mini.FastForward(d)
+	if b.Mini != nil {
+		b.Mini.FastForward(d)
 		return
 	}
 	ctx := context.Background()
-	iter := b.rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	iter := b.RDB.Scan(ctx, 0, "*", 1000).Iterator()
 	for iter.Next(ctx) {
 		k := iter.Val()
-		ttl, err := b.rdb.PTTL(ctx, k).Result()
+		ttl, err := b.RDB.PTTL(ctx, k).Result()
 		if err != nil {
 			t.Fatalf("PTTL %s: %v", k, err)
 		}
 		switch {
 		case ttl <= 0: // no expiry (-1) or gone meanwhile (-2)
 		case ttl <= d:
-			b.rdb.Del(ctx, k)
+			b.RDB.Del(ctx, k)
 		default:
-			b.rdb.PExpire(ctx, k, ttl-d)
+			b.RDB.PExpire(ctx, k, ttl-d)
 		}
 	}
 	if err := iter.Err(); err != nil {
@@ -201,9 +165,9 @@ func (s *syncBuffer) String() string {
 // capturing sender, and the ingest handler that calls it.
 type fixture struct {
 	t      *testing.T
-	be     *backend
+	be     *testkit.Backend
 	cfg    *config.Config
-	clock  *clock
+	clock  *testkit.Clock
 	store  *route.Store
 	dir    *identify.Directory
 	sender *captureSender
@@ -219,7 +183,7 @@ type fixtureOptions struct {
 	noSend bool                 // no Sender at all
 }
 
-func newFixture(t *testing.T, b *backend, opt fixtureOptions) *fixture {
+func newFixture(t *testing.T, b *testkit.Backend, opt fixtureOptions) *fixture {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {
@@ -230,13 +194,13 @@ func newFixture(t *testing.T, b *backend, opt fixtureOptions) *fixture {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	if err := identify.NewDirectory(b.rdb, cfg.Redis.Prefix, 0).Seed(ctx, cfg); err != nil {
+	if err := identify.NewDirectory(b.RDB, cfg.Redis.Prefix, 0).Seed(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{
-		t: t, be: b, cfg: cfg, clock: &clock{t: start}, sender: &captureSender{}, logs: &syncBuffer{}, ctx: ctx,
-		store: ingest.NewStore(cfg, b.rdb),
-		dir:   identify.NewDirectory(b.rdb, cfg.Redis.Prefix, 0),
+		t: t, be: b, cfg: cfg, clock: testkit.NewClock(start), sender: &captureSender{}, logs: &syncBuffer{}, ctx: ctx,
+		store: ingest.NewStore(cfg, b.RDB),
+		dir:   identify.NewDirectory(b.RDB, cfg.Redis.Prefix, 0),
 	}
 	var sender verify.Sender = f.sender
 	switch {
@@ -246,14 +210,14 @@ func newFixture(t *testing.T, b *backend, opt fixtureOptions) *fixture {
 		sender = opt.sender
 	}
 	log := zerolog.New(f.logs)
-	f.svc, err = verify.New(cfg, b.rdb, f.store, log, verify.Options{
+	f.svc, err = verify.New(cfg, b.RDB, f.store, log, verify.Options{
 		Prefix: cfg.Redis.Prefix, Timeout: cfg.Redis.Timeout.D(), PublicURL: cfg.HTTP.PublicURL,
 		From: cfg.Outbound.From, Hostname: cfg.Hostname, Sender: sender, Now: f.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.h, err = ingest.New(cfg, b.rdb, log, ingest.Options{Verifier: f.svc, Now: f.clock.Now})
+	f.h, err = ingest.New(cfg, b.RDB, log, ingest.Options{Verifier: f.svc, Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +227,8 @@ func newFixture(t *testing.T, b *backend, opt fixtureOptions) *fixture {
 // advance moves the test clock and Redis's expiry together.
 func (f *fixture) advance(d time.Duration) {
 	f.t.Helper()
-	f.clock.add(d)
-	f.be.fastForward(f.t, d)
+	f.clock.Add(d)
+	fastForward(f.t, f.be, d)
 }
 
 // mailFrom builds a plain-text message.
@@ -313,7 +277,7 @@ func (f *fixture) deliver() int {
 // outbox returns how many mails wait in the outbox.
 func (f *fixture) outbox() int64 {
 	f.t.Helper()
-	n, err := f.be.rdb.ZCard(f.ctx, f.cfg.Redis.Prefix+"outbox").Result()
+	n, err := f.be.RDB.ZCard(f.ctx, f.cfg.Redis.Prefix+"outbox").Result()
 	if err != nil {
 		f.t.Fatal(err)
 	}

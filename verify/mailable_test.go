@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"mailgw/config"
+	"mailgw/internal/testkit"
 	"mailgw/verify"
 )
 
@@ -12,7 +13,7 @@ import (
 // mailboxes, no-reply addresses, the gateway's own addresses and blocked
 // addresses: a verification mail must never be able to start a loop.
 func TestNotMailable(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		for _, addr := range []string{
 			"mailer-daemon@other.example",
@@ -35,7 +36,7 @@ func TestNotMailable(t *testing.T) {
 				t.Fatalf("a verification mail to %s was queued", addr)
 			}
 		}
-		for k := range dump(t, f.ctx, b.rdb) {
+		for k := range dump(t, f.ctx, b.RDB) {
 			if strings.Contains(k, ":token:") || strings.Contains(k, ":verify:cooldown:") {
 				t.Errorf("key %s written for an address that gets no mail", k)
 			}
@@ -62,7 +63,7 @@ func TestNotMailable(t *testing.T) {
 // TestNoSmarthostLogsLink: without outbound.smarthost the link is logged
 // instead of mailed, and works.
 func TestNoSmarthostLogsLink(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{mod: func(c *config.Config) { c.Outbound.Smarthost = "" }})
 		f.hold("dave@other.example", "m1@other.example")
 		if n := f.outbox(); n != 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"mailgw/config"
+	"mailgw/internal/testkit"
 	"mailgw/verify"
 )
 
@@ -34,7 +35,7 @@ func sentTo(s *captureSender) []string {
 // TestRateLimitPerDomain: over verify.per_domain_per_hour, mail waits in
 // the outbox for the next hour; other domains are not held up.
 func TestRateLimitPerDomain(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{mod: func(c *config.Config) { c.Verify.PerDomainPerHour = 2 }})
 		f.queue("a@other.example", "b@other.example", "c@other.example")
 		if n := f.deliver(); n != 3 {
@@ -75,7 +76,7 @@ func TestRateLimitPerDomain(t *testing.T) {
 // TestRateLimitGlobal: over verify.global_per_hour, mail to any domain
 // waits for the next hour.
 func TestRateLimitGlobal(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{mod: func(c *config.Config) { c.Verify.GlobalPerHour = 2 }})
 		f.queue("a@one.example", "b@two.example", "c@three.example")
 		f.deliver()
@@ -109,7 +110,7 @@ func TestRetryTemporary(t *testing.T) {
 		"plain error": {errors.New("connection reset"), errors.New("connection reset")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			eachBackend(t, func(t *testing.T, b *backend) {
+			eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 				f := newFixture(t, b, fixtureOptions{})
 				f.sender.errs = errs
 				f.queue("dave@other.example")
@@ -156,7 +157,7 @@ func TestRetryTemporary(t *testing.T) {
 
 // TestPermanentFailure: a 5xx is given up at once, removed and logged.
 func TestPermanentFailure(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.sender.errs = []error{&verify.SendError{Err: errors.New("550 5.1.1 no such user")}}
 		f.queue("dave@other.example")
@@ -164,7 +165,7 @@ func TestPermanentFailure(t *testing.T) {
 		if n := f.outbox(); n != 0 {
 			t.Fatalf("%d mails in the outbox after a permanent failure, want 0", n)
 		}
-		if keys := b.rdb.Keys(f.ctx, f.cfg.Redis.Prefix+"outbox:*").Val(); len(keys) != 0 {
+		if keys := b.RDB.Keys(f.ctx, f.cfg.Redis.Prefix+"outbox:*").Val(); len(keys) != 0 {
 			t.Fatalf("outbox items left: %v", keys)
 		}
 		if !strings.Contains(f.logs.String(), "verification mail given up") || !strings.Contains(f.logs.String(), "550 5.1.1") {
@@ -181,7 +182,7 @@ func TestPermanentFailure(t *testing.T) {
 // TestGiveUpAfterMaxAttempts: temporary failures are retried up to 12
 // attempts, the backoff capped at 4 h, then given up.
 func TestGiveUpAfterMaxAttempts(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.sender.always = &verify.SendError{Temporary: true, Err: errors.New("421 4.3.2 shutting down")}
 		f.queue("dave@other.example")
@@ -204,7 +205,7 @@ func TestGiveUpAfterMaxAttempts(t *testing.T) {
 // TestClaimLease: a mail claimed by a worker that died before delivering
 // it goes out after the lease.
 func TestClaimLease(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.queue("dave@other.example")
 		ids, err := f.svc.ClaimOutbox(f.ctx, 20)
@@ -231,7 +232,7 @@ func TestClaimLease(t *testing.T) {
 // TestNoSender: without a Sender (replay) mail stays in the outbox for
 // the process that has one.
 func TestNoSender(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{noSend: true})
 		f.queue("dave@other.example")
 		if n := f.deliver(); n != 0 {
@@ -253,7 +254,7 @@ func (n notifySender) Send(_ context.Context, _, to string, _ []byte) error {
 
 // TestRun: the loop delivers the outbox and sweeps until its context ends.
 func TestRun(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		ns := notifySender{ch: make(chan string, 10)}
 		f := newFixture(t, b, fixtureOptions{sender: ns})
 		f.queue("dave@other.example")

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"mailgw/identify"
+	"mailgw/internal/testkit"
 	"mailgw/verify"
 )
 
@@ -22,7 +23,7 @@ func (f *fixture) sweep() int {
 // never confirmed is dropped and logged, the pending account removed, and
 // the sender's next mail starts over with a new link.
 func TestSweepNeverConfirmed(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		const dave = "dave@other.example"
 		f.hold(dave, "m1@other.example", "it@example.com", "billing@example.com")
@@ -90,7 +91,7 @@ func TestSweepNeverConfirmed(t *testing.T) {
 // TestSweepReleasesLateHold: a message held while the confirmation ran
 // (ingest saw the account still pending) is queued by the sweep.
 func TestSweepReleasesLateHold(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		const dave = "dave@other.example"
 		f.hold(dave, "m1@other.example")
@@ -142,7 +143,7 @@ func TestSweepReleasesLateHold(t *testing.T) {
 // never verified either: at expiry its held requests are dropped and
 // logged, not left to vanish with the hold list's TTL.
 func TestSweepDisabledPending(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		const dave = "dave@other.example"
 		f.hold(dave, "m1@other.example")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mailgw/identify"
+	"mailgw/internal/testkit"
 	"mailgw/verify"
 )
 
@@ -18,7 +19,7 @@ var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 // TestTokenFormatAndStorage: a link's token is 32 random bytes in
 // base64url, and Redis keeps only its SHA-256.
 func TestTokenFormatAndStorage(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("Dave <dave@other.example>", "m1@other.example")
 		token := tokenOf(t, f.deliverOne().Msg)
@@ -30,16 +31,16 @@ func TestTokenFormatAndStorage(t *testing.T) {
 		if err != nil || len(raw) != 32 {
 			t.Fatalf("token decodes to %d bytes (%v), want 32", len(raw), err)
 		}
-		if n := b.rdb.Exists(f.ctx, f.tokenKey(token)).Val(); n != 1 {
+		if n := b.RDB.Exists(f.ctx, f.tokenKey(token)).Val(); n != 1 {
 			t.Fatalf("no key %s for the token's SHA-256", f.tokenKey(token))
 		}
-		ttl := b.rdb.TTL(f.ctx, f.tokenKey(token)).Val()
+		ttl := b.RDB.TTL(f.ctx, f.tokenKey(token)).Val()
 		if ttl < f.cfg.Verify.TTL.D() {
 			t.Errorf("token key TTL %v, want at least verify.ttl %v", ttl, f.cfg.Verify.TTL.D())
 		}
 		// With the mail delivered, the token is nowhere in Redis: not in a
 		// key, not in a value.
-		for k, v := range dump(t, f.ctx, b.rdb) {
+		for k, v := range dump(t, f.ctx, b.RDB) {
 			if strings.Contains(k, token) || strings.Contains(v, token) {
 				t.Errorf("raw token found in Redis key %s", k)
 			}
@@ -55,12 +56,12 @@ func TestTokenFormatAndStorage(t *testing.T) {
 
 // TestInspectChangesNothing: opening the link (GET) only reads.
 func TestInspectChangesNothing(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("Dave <dave@other.example>", "m1@other.example", "it@example.com", "billing@example.com")
 		token := tokenOf(t, f.deliverOne().Msg)
 
-		before := dump(t, f.ctx, b.rdb)
+		before := dump(t, f.ctx, b.RDB)
 		for range 3 {
 			p, err := f.svc.Inspect(f.ctx, token)
 			if err != nil {
@@ -71,7 +72,7 @@ func TestInspectChangesNothing(t *testing.T) {
 				t.Fatalf("Inspect = %+v", p)
 			}
 		}
-		sameDump(t, "Inspect", before, dump(t, f.ctx, b.rdb))
+		sameDump(t, "Inspect", before, dump(t, f.ctx, b.RDB))
 		if s := f.status("dave@other.example"); s != identify.StatusPending {
 			t.Errorf("status %q after Inspect, want pending", s)
 		}
@@ -84,7 +85,7 @@ func TestInspectChangesNothing(t *testing.T) {
 // TestUnknownToken: tokens that were never issued, of any length, are
 // unknown to Inspect and Confirm, and Confirm changes nothing for them.
 func TestUnknownToken(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("dave@other.example", "m1@other.example")
 		token := tokenOf(t, f.deliverOne().Msg)
@@ -104,7 +105,7 @@ func TestUnknownToken(t *testing.T) {
 			"very long":          strings.Repeat("A", 4096),
 			"token with a slash": token[:21] + "/" + token[22:],
 		}
-		before := dump(t, f.ctx, b.rdb)
+		before := dump(t, f.ctx, b.RDB)
 		for name, tok := range bad {
 			if tok == token {
 				continue // an all-upper-case token is possible in theory
@@ -116,14 +117,14 @@ func TestUnknownToken(t *testing.T) {
 				t.Errorf("%s: Confirm = %v, %v; want ErrUnknownToken", name, ids, err)
 			}
 		}
-		sameDump(t, "unknown tokens", before, dump(t, f.ctx, b.rdb))
+		sameDump(t, "unknown tokens", before, dump(t, f.ctx, b.RDB))
 	})
 }
 
 // TestExpiredToken: at verify.ttl the link stops working and says so,
 // rather than being unknown; confirming it changes nothing.
 func TestExpiredToken(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("dave@other.example", "m1@other.example")
 		token := tokenOf(t, f.deliverOne().Msg)
@@ -136,11 +137,11 @@ func TestExpiredToken(t *testing.T) {
 		if _, err := f.svc.Inspect(f.ctx, token); !errors.Is(err, verify.ErrExpired) {
 			t.Fatalf("Inspect at expiry: %v, want ErrExpired", err)
 		}
-		before := dump(t, f.ctx, b.rdb)
+		before := dump(t, f.ctx, b.RDB)
 		if _, ids, err := f.svc.Confirm(f.ctx, token); !errors.Is(err, verify.ErrExpired) || len(ids) != 0 {
 			t.Fatalf("Confirm at expiry = %v, %v; want ErrExpired", ids, err)
 		}
-		sameDump(t, "Confirm of an expired link", before, dump(t, f.ctx, b.rdb))
+		sameDump(t, "Confirm of an expired link", before, dump(t, f.ctx, b.RDB))
 		if s := f.status("dave@other.example"); s != identify.StatusPending {
 			t.Errorf("status %q, want pending", s)
 		}
@@ -155,7 +156,7 @@ func TestExpiredToken(t *testing.T) {
 // TestConfirmOnce: Confirm activates and queues; a second Confirm queues
 // nothing new and reports Used; a used link keeps saying so after the TTL.
 func TestConfirmOnce(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 		f.hold("Dave <dave@other.example>", "m1@other.example")
 		token := tokenOf(t, f.deliverOne().Msg)
@@ -175,12 +176,12 @@ func TestConfirmOnce(t *testing.T) {
 			t.Fatalf("Inspect after Confirm = %+v, %v; want Used", p, err)
 		}
 
-		before := dump(t, f.ctx, b.rdb)
+		before := dump(t, f.ctx, b.RDB)
 		p, ids, err = f.svc.Confirm(f.ctx, token)
 		if err != nil || !p.Used || len(ids) != 0 {
 			t.Fatalf("second Confirm = %+v, %v, %v; want Used and nothing queued", p, ids, err)
 		}
-		sameDump(t, "second Confirm", before, dump(t, f.ctx, b.rdb))
+		sameDump(t, "second Confirm", before, dump(t, f.ctx, b.RDB))
 		if n := len(f.stream("IT")); n != 1 {
 			t.Fatalf("%d stream entries, want 1", n)
 		}
@@ -196,7 +197,7 @@ func TestConfirmOnce(t *testing.T) {
 // an account means it. Neither a used link pressed again nor the unused
 // link of a pending account the administrator disabled may reactivate it.
 func TestConfirmKeepsDisabledAccountDisabled(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		f := newFixture(t, b, fixtureOptions{})
 
 		t.Run("used link", func(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/net/html"
@@ -23,6 +22,7 @@ import (
 	"mailgw/identify"
 	"mailgw/ingest"
 	"mailgw/internal/redistest"
+	"mailgw/internal/testkit"
 	"mailgw/route"
 	"mailgw/verify"
 	"mailgw/web"
@@ -44,59 +44,27 @@ spaces:
 
 var linkRE = regexp.MustCompile(`https://help\.example\.com/verify/([A-Za-z0-9_-]{43})`)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// backend is one Redis the tests run against.
-type backend struct {
-	name string
-	rdb  *redis.Client
-	mini *miniredis.Miniredis
-	real *redistest.Server
-}
-
-func eachBackend(t *testing.T, f func(t *testing.T, b *backend)) {
+// eachBackend runs f against miniredis and a durable redis-server, so that
+// an outage simulated by Stop and Start keeps the data.
+func eachBackend(t *testing.T, f func(t *testing.T, b *testkit.Backend)) {
 	t.Helper()
-	t.Run("miniredis", func(t *testing.T) {
-		t.Parallel()
-		rdb, m := redistest.Mini(t)
-		f(t, &backend{name: "miniredis", rdb: rdb, mini: m})
-	})
-	t.Run("redis-server", func(t *testing.T) {
-		t.Parallel()
-		// Durable, so that an outage simulated by Stop and Start keeps the data.
-		s := redistest.RealWith(t, redistest.Options{AppendOnly: true, ExtraArgs: []string{"--appendfsync", "always"}})
+	testkit.EachBackend(t, testkit.RealOptions{
+		Server: redistest.Options{AppendOnly: true, ExtraArgs: []string{"--appendfsync", "always"}},
 		// No retries and a short dial timeout, so an outage answers fast.
-		rdb := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-		t.Cleanup(func() { _ = rdb.Close() })
-		f(t, &backend{name: "redis-server", rdb: rdb, real: s})
-	})
+		Client: func(o *redis.Options) { o.MaxRetries, o.DialTimeout = -1, 200*time.Millisecond },
+	}, f)
 }
 
 // fail makes Redis fail until the returned function is called.
-func (b *backend) fail(t *testing.T) (msg string, restore func()) {
+func fail(t *testing.T, b *testkit.Backend) (msg string, restore func()) {
 	t.Helper()
-	if b.mini != nil {
+	if b.Mini != nil {
 		msg = "LOADING secret internal detail"
-		b.mini.SetError(msg)
-		return msg, func() { b.mini.SetError("") }
+		b.Mini.SetError(msg)
+		return msg, func() { b.Mini.SetError("") }
 	}
-	b.real.Stop()
-	return "connection refused", b.real.Start
+	b.Real.Stop()
+	return "connection refused", b.Real.Start
 }
 
 // mailSender captures verification mail.
@@ -115,10 +83,10 @@ func (m *mailSender) Send(_ context.Context, _, _ string, msg []byte) error {
 // site is a verification service behind the web handler.
 type site struct {
 	t      *testing.T
-	be     *backend
+	be     *testkit.Backend
 	ctx    context.Context
 	cfg    *config.Config
-	clock  *clock
+	clock  *testkit.Clock
 	svc    *verify.Service
 	h      *ingest.Handler
 	store  *route.Store
@@ -127,7 +95,7 @@ type site struct {
 	srv    *httptest.Server
 }
 
-func newSite(t *testing.T, b *backend, checks map[string]web.Check) *site {
+func newSite(t *testing.T, b *testkit.Backend, checks map[string]web.Check) *site {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig))
 	if err != nil {
@@ -135,16 +103,16 @@ func newSite(t *testing.T, b *backend, checks map[string]web.Check) *site {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	s := &site{t: t, be: b, ctx: ctx, cfg: cfg, clock: &clock{t: time.Date(2026, 3, 2, 10, 15, 0, 0, time.UTC)},
-		store: ingest.NewStore(cfg, b.rdb), dir: identify.NewDirectory(b.rdb, cfg.Redis.Prefix, 0), sender: &mailSender{}}
-	s.svc, err = verify.New(cfg, b.rdb, s.store, zerolog.Nop(), verify.Options{
+	s := &site{t: t, be: b, ctx: ctx, cfg: cfg, clock: testkit.NewClock(time.Date(2026, 3, 2, 10, 15, 0, 0, time.UTC)),
+		store: ingest.NewStore(cfg, b.RDB), dir: identify.NewDirectory(b.RDB, cfg.Redis.Prefix, 0), sender: &mailSender{}}
+	s.svc, err = verify.New(cfg, b.RDB, s.store, zerolog.Nop(), verify.Options{
 		Prefix: cfg.Redis.Prefix, Timeout: time.Second, PublicURL: cfg.HTTP.PublicURL,
 		From: cfg.Outbound.From, Hostname: cfg.Hostname, Sender: s.sender, Now: s.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.h, err = ingest.New(cfg, b.rdb, zerolog.Nop(), ingest.Options{Verifier: s.svc, Now: s.clock.Now})
+	s.h, err = ingest.New(cfg, b.RDB, zerolog.Nop(), ingest.Options{Verifier: s.svc, Now: s.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +186,7 @@ func (s *site) do(method, path string) response {
 
 func (s *site) stream(space string) int {
 	s.t.Helper()
-	n, err := s.be.rdb.XLen(s.ctx, s.store.StreamKey(space)).Result()
+	n, err := s.be.RDB.XLen(s.ctx, s.store.StreamKey(space)).Result()
 	if err != nil {
 		s.t.Fatal(err)
 	}

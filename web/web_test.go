@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/html/atom"
 
 	"mailgw/identify"
+	"mailgw/internal/testkit"
 	"mailgw/web"
 )
 
@@ -65,12 +66,12 @@ func hasAttr(n *html.Node, key string) (string, bool) {
 // TestVerifyPages: GET shows the address and the spaces with a confirm
 // form and changes nothing; POST confirms and queues once.
 func TestVerifyPages(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		const dave = "dave@other.example"
 		token := s.pending("Dave <"+dave+">", "m1@other.example", "it@example.com", "billing@example.com")
 
-		before := dump(t, s.ctx, b.rdb)
+		before := dump(t, s.ctx, b.RDB)
 		for range 2 {
 			r := s.do(http.MethodGet, "/verify/"+token)
 			if r.status != http.StatusOK {
@@ -95,7 +96,7 @@ func TestVerifyPages(t *testing.T) {
 		if r := s.do(http.MethodHead, "/verify/"+token); r.status != http.StatusOK {
 			t.Fatalf("HEAD: %d", r.status)
 		}
-		if after := dump(t, s.ctx, b.rdb); after != before {
+		if after := dump(t, s.ctx, b.RDB); after != before {
 			t.Fatalf("GET changed Redis:\nbefore\n%s\nafter\n%s", before, after)
 		}
 		if st := s.status(dave); st != identify.StatusPending {
@@ -120,11 +121,11 @@ func TestVerifyPages(t *testing.T) {
 			t.Fatalf("status %q after POST, want active", st)
 		}
 
-		again := dump(t, s.ctx, b.rdb)
+		again := dump(t, s.ctx, b.RDB)
 		if r := s.do(http.MethodPost, "/verify/"+token); r.status != http.StatusOK || !strings.Contains(text(page(t, r.body)), "confirmed") {
 			t.Fatalf("second POST: %d\n%s", r.status, r.body)
 		}
-		if after := dump(t, s.ctx, b.rdb); after != again {
+		if after := dump(t, s.ctx, b.RDB); after != again {
 			t.Fatalf("second POST changed Redis:\nbefore\n%s\nafter\n%s", again, after)
 		}
 		// The link now shows the confirmed page, without a form.
@@ -137,7 +138,7 @@ func TestVerifyPages(t *testing.T) {
 
 // TestConcurrentPosts: many presses of the button at once queue once.
 func TestConcurrentPosts(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		token := s.pending("dave@other.example", "m1@other.example", "it@example.com")
 		done := make(chan int)
@@ -166,7 +167,7 @@ func TestConcurrentPosts(t *testing.T) {
 // TestTokenErrorPages: unknown links 404, expired ones 410, each with a
 // page that says so and offers no form.
 func TestTokenErrorPages(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		token := s.pending("dave@other.example", "m1@other.example", "it@example.com")
 
@@ -185,8 +186,8 @@ func TestTokenErrorPages(t *testing.T) {
 			}
 		}
 
-		s.clock.add(s.cfg.Verify.TTL.D())
-		before := dump(t, s.ctx, b.rdb)
+		s.clock.Add(s.cfg.Verify.TTL.D())
+		before := dump(t, s.ctx, b.RDB)
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			r := s.do(method, "/verify/"+token)
 			if r.status != http.StatusGone {
@@ -197,7 +198,7 @@ func TestTokenErrorPages(t *testing.T) {
 				t.Errorf("expired page:\n%s", r.body)
 			}
 		}
-		if after := dump(t, s.ctx, b.rdb); after != before {
+		if after := dump(t, s.ctx, b.RDB); after != before {
 			t.Fatalf("an expired link changed Redis")
 		}
 		if n := s.stream("IT"); n != 0 {
@@ -209,10 +210,10 @@ func TestTokenErrorPages(t *testing.T) {
 // TestRedisFailurePage: a Redis failure is a 503 page that tells the
 // person to try again and shows no internal error text.
 func TestRedisFailurePage(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		token := s.pending("dave@other.example", "m1@other.example", "it@example.com")
-		msg, restore := b.fail(t)
+		msg, restore := fail(t, b)
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			r := s.do(method, "/verify/"+token)
 			if r.status != http.StatusServiceUnavailable {
@@ -238,10 +239,10 @@ func TestRedisFailurePage(t *testing.T) {
 // TestHealth: /healthz is up while the process is; /readyz names each
 // failing check without its error text.
 func TestHealth(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		var smtpDown atomic.Bool
 		checks := map[string]web.Check{
-			"redis": func(ctx context.Context) error { return b.rdb.Ping(ctx).Err() },
+			"redis": func(ctx context.Context) error { return b.RDB.Ping(ctx).Err() },
 			"smtp": func(context.Context) error {
 				if smtpDown.Load() {
 					return errors.New("listener closed: internal detail")
@@ -269,7 +270,7 @@ func TestHealth(t *testing.T) {
 		}
 		smtpDown.Store(false)
 
-		msg, restore := b.fail(t)
+		msg, restore := fail(t, b)
 		r = s.do(http.MethodGet, "/readyz")
 		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "redis: not ready") || strings.Contains(r.body, msg) {
 			t.Fatalf("/readyz with Redis failing: %d %q", r.status, r.body)
@@ -300,7 +301,7 @@ func TestNoChecksReady(t *testing.T) {
 
 // TestOtherPaths: everything else is 404 or 405 with the security headers.
 func TestOtherPaths(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		for _, tt := range []struct {
 			method, path string
@@ -324,7 +325,7 @@ func TestOtherPaths(t *testing.T) {
 // (https://example.com/helpdesk) with a proxy that strips it; the form
 // must post back to the URL the person opened, not to the site's root.
 func TestConfirmFormBehindPathPrefix(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *backend) {
+	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		token := s.pending("dave@other.example", "m1@other.example", "it@example.com")
 		proxy := httptest.NewServer(http.StripPrefix("/helpdesk", web.New(s.svc, nil, zerolog.Nop()).Handler()))

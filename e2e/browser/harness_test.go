@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/mail"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -42,18 +41,7 @@ const (
 var mailgwBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	bin, cleanup, err := proctest.BuildMailgw("mailgw-browser-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "browser: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	mailgwBin = bin
-	return m.Run()
+	os.Exit(proctest.RunMailgwTests(m, "mailgw-browser-", &mailgwBin))
 }
 
 // syncBuffer is a bytes.Buffer safe for a child's writer and the test.
@@ -262,8 +250,7 @@ type gateway struct {
 	SMTPAddr  string // 127.0.0.1:PORT
 	PublicURL string // http://127.0.0.1:PORT, also where it listens for HTTP
 
-	proc   *proctest.Process
-	stderr syncBuffer
+	proc *proctest.Mailgw
 }
 
 // startGateway writes a config for opts and runs "mailgw serve" on free
@@ -277,50 +264,20 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		g := launch(t, "serve", "--config", cfg)
+		g := &gateway{proc: proctest.StartMailgw(t, mailgwBin, "serve", "--config", cfg)}
 		g.SMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(smtpPort))
 		g.PublicURL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
 		err := g.waitReady()
 		if err == nil {
 			return g
 		}
-		if g.exited() && strings.Contains(g.stderr.String(), "address already in use") && attempt < bindAttempts {
+		if g.proc.BindFailed() && attempt < bindAttempts {
 			t.Logf("mailgw could not bind its ports, trying others")
 			continue
 		}
 		t.Fatalf("mailgw (SMTP %s, HTTP %s): %v", g.SMTPAddr, g.PublicURL, err)
 	}
 }
-
-// launch starts the mailgw binary with args. The process is killed, by its
-// pid, when the test ends; its stderr is shown when the test failed.
-func launch(t *testing.T, args ...string) *gateway {
-	t.Helper()
-	g := &gateway{}
-	cmd := exec.Command(mailgwBin, args...)
-	cmd.Env = childEnv()
-	cmd.Stderr = &g.stderr
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start mailgw: %v", err)
-	}
-	g.proc = p
-	t.Cleanup(func() {
-		if !p.Exited() {
-			p.Kill()
-		}
-		if t.Failed() {
-			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), p.Pid(), proctest.LastLines(g.stderr.String(), 40))
-		}
-	})
-	return g
-}
-
-// childEnv is the test's environment without the variables that would
-// override a child's config.
-func childEnv() []string { return proctest.MailgwEnv() }
-
-func (g *gateway) exited() bool { return g.proc.Exited() }
 
 // waitReady waits until mailgw greets on SMTP and answers /healthz, the
 // child exits, or readyTimeout passes.
@@ -356,7 +313,7 @@ func probeHealth(client *http.Client, url string) error {
 func (g *gateway) countLogLines(parts ...string) int {
 	n := 0
 lines:
-	for _, line := range strings.Split(g.stderr.String(), "\n") {
+	for _, line := range strings.Split(g.proc.Stderr.String(), "\n") {
 		for _, p := range parts {
 			if !strings.Contains(line, p) {
 				continue lines

@@ -62,7 +62,7 @@ func (s *Server) ClientWith(t testing.TB, opts *imapclient.Options) *imapclient.
 // login connects and logs in. A limit above zero bounds the whole
 // connection: every read and write must be done by then.
 func (s *Server) login(opts *imapclient.Options, limit time.Duration) (*imapclient.Client, error) {
-	conn, err := net.DialTimeout("tcp", s.addr, dialTimeout)
+	conn, err := net.DialTimeout("tcp", s.Addr(), dialTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (s *Server) login(opts *imapclient.Options, limit time.Duration) (*imapclie
 	c := imapclient.New(conn, opts)
 	if err := c.Login(s.User, s.Password).Wait(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("login to %s as %s: %w", s.addr, s.User, err)
+		return nil, fmt.Errorf("login to %s as %s: %w", s.Addr(), s.User, err)
 	}
 	return c, nil
 }

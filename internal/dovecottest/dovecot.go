@@ -3,7 +3,6 @@ package dovecottest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,21 +27,20 @@ const (
 )
 
 const (
-	startTimeout  = 15 * time.Second       // bound on waiting for a new server to log a user in
-	rebindTimeout = 5 * time.Second        // Start after Stop: how long a taken port is retried
-	stopGrace     = 5 * time.Second        // between SIGTERM and SIGKILL
-	probeTimeout  = 2 * time.Second        // per readiness probe
-	pollInterval  = 25 * time.Millisecond  // between readiness probes
-	portAttempts  = 5                      // fresh ports tried when bind fails
-	opTimeout     = 60 * time.Second       // whole Append, Messages, Status, ... operation
-	dialTimeout   = 5 * time.Second        // TCP connect of a helper client
-	maxBaseDir    = 60                     // longest temporary directory; sockets live below it
-	versionWait   = 10 * time.Second       // dovecot --version
-	userIPConns   = 1000                   // mail_max_userip_connections
-	clientLimit   = 1000                   // default_client_limit
-	processLimit  = 500                    // default_process_limit
-	probeTag      = "dovecottest-probe"    // IMAP tag of the readiness probe
-	rebindPause   = 100 * time.Millisecond // between bind attempts of Start
+	startTimeout  = 15 * time.Second      // bound on waiting for a new server to log a user in
+	rebindTimeout = 5 * time.Second       // Start after Stop: how long a taken port is retried
+	stopGrace     = 5 * time.Second       // between SIGTERM and SIGKILL
+	probeTimeout  = 2 * time.Second       // per readiness probe
+	pollInterval  = 25 * time.Millisecond // between readiness probes
+	portAttempts  = 5                     // fresh ports tried when bind fails
+	opTimeout     = 60 * time.Second      // whole Append, Messages, Status, ... operation
+	dialTimeout   = 5 * time.Second       // TCP connect of a helper client
+	maxBaseDir    = 60                    // longest temporary directory; sockets live below it
+	versionWait   = 10 * time.Second      // dovecot --version
+	userIPConns   = 1000                  // mail_max_userip_connections
+	clientLimit   = 1000                  // default_client_limit
+	processLimit  = 500                   // default_process_limit
+	probeTag      = "dovecottest-probe"   // IMAP tag of the readiness probe
 )
 
 // Option changes how Start configures the server.
@@ -86,17 +83,9 @@ type Server struct {
 	Password string // its password
 	Version  string // output of dovecot --version, e.g. "2.3.19.1 (9b53102964)"
 
-	t       testing.TB
-	bin     string
-	addr    string
-	outFile string // stdout and stderr of the master: errors before the log opens
-
-	mu   sync.Mutex        // serialises Start, Stop, Kill and the cleanup
-	proc *proctest.Process // nil while stopped; in a process group of its own
+	t   testing.TB
+	run *proctest.Server
 }
-
-// errBind marks a start-up that failed because the port was taken.
-var errBind = errors.New("dovecottest: port already in use")
 
 // Start writes a configuration into a new temporary directory and runs
 // "dovecot -F -c DIR/dovecot.conf" listening for IMAP on 127.0.0.1 and a
@@ -134,89 +123,64 @@ func Start(t testing.TB, opts ...Option) *Server {
 		Password: st.password,
 		Version:  version,
 		t:        t,
-		bin:      st.bin,
-		outFile:  filepath.Join(dir, "dovecot.out"),
 	}
+	s.run = proctest.NewServer(t, proctest.ServerSpec{
+		Name:    "dovecottest: Dovecot",
+		Dir:     dir,
+		OutFile: filepath.Join(dir, "dovecot.out"),
+		LogFile: s.LogFile,
+		// Once the master has exited nothing of its group may outlive
+		// it, as children would keep the listening socket and the mail
+		// open.
+		Group: true,
+		Ready: startTimeout,
+		Poll:  pollInterval,
+		Grace: stopGrace,
+		Command: func(string) *exec.Cmd {
+			return exec.Command(st.bin, "-F", "-c", s.Config)
+		},
+		Probe: func(addr string, _ int) error { return probe(addr, s.User, s.Password) },
+	})
 	t.Cleanup(s.cleanup)
 	if err := s.prepare(acct); err != nil {
 		t.Fatalf("dovecottest: %v", err)
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range portAttempts {
-		var port int
-		port, err = proctest.FreePort()
-		if err != nil {
-			t.Fatalf("dovecottest: find a free port: %v", err)
-		}
-		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	err = s.run.StartOnFreePort(portAttempts, func(port int) error {
 		conf := config(version, dir, port, st.user, acct) + st.extra
-		if err = os.WriteFile(s.Config, []byte(conf), 0o644); err != nil {
-			t.Fatalf("dovecottest: %v", err)
-		}
-		if err = s.launch(); err == nil {
-			t.Logf("dovecottest: Dovecot %s pid %d listening on %s, dir %s", version, s.proc.Pid(), s.addr, dir)
-			return s
-		}
-		if !errors.Is(err, errBind) {
-			break
-		}
+		return os.WriteFile(s.Config, []byte(conf), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal(err)
-	return nil
+	t.Logf("dovecottest: Dovecot %s pid %d listening on %s, dir %s", version, s.run.PID(), s.Addr(), dir)
+	return s
 }
 
 // Addr is the IMAP listener, "127.0.0.1:PORT". It stays the same across
 // Stop and Start.
-func (s *Server) Addr() string { return s.addr }
+func (s *Server) Addr() string { return s.run.Addr() }
 
 // Port is the port of Addr.
 func (s *Server) Port() int {
-	_, p, _ := net.SplitHostPort(s.addr)
+	_, p, _ := net.SplitHostPort(s.Addr())
 	n, _ := strconv.Atoi(p)
 	return n
 }
 
 // PID is the process id of the Dovecot master, 0 while stopped.
-func (s *Server) PID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return 0
-	}
-	return s.proc.Pid()
-}
+func (s *Server) PID() int { return s.run.PID() }
 
 // Stop shuts Dovecot down with SIGTERM (the master ends its children and
 // the connections they serve) and waits until the master has exited;
 // anything of its process group still alive then is killed. After
 // stopGrace the whole group is killed. Mail stays; Start brings the server
 // back on the same port. Stop on a stopped server does nothing.
-func (s *Server) Stop() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.terminate(s.proc)
-	s.proc = nil
-}
+func (s *Server) Stop() { s.run.Stop() }
 
 // Kill ends Dovecot's whole process group with SIGKILL, to simulate a
 // crash of the server, and waits for the master. Start brings it back.
 // Kill on a stopped server does nothing.
-func (s *Server) Kill() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Kill()
-	s.proc = nil
-}
+func (s *Server) Kill() { s.run.Kill() }
 
 // Start restarts a stopped or killed server with the same configuration,
 // port and mail, and waits until the user can log in. A port still held
@@ -224,94 +188,20 @@ func (s *Server) Kill() {
 // if the server is running or the port stays taken.
 func (s *Server) Start() {
 	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		if !s.proc.Exited() {
-			s.t.Fatalf("dovecottest: Start: Dovecot on %s is already running", s.addr)
-		}
-		s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.Err())
-		s.proc = nil
-	}
-	deadline := time.Now().Add(rebindTimeout)
-	for {
-		err := s.launch()
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, errBind) || time.Now().After(deadline) {
-			s.t.Fatal(err)
-		}
-		time.Sleep(rebindPause)
+	if err := s.run.Start(rebindTimeout); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
 // cleanup ends the processes and removes the directory at the end of the test.
 func (s *Server) cleanup() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		if s.proc.Exited() {
-			s.t.Logf("dovecottest: Dovecot on %s had exited by itself: %v", s.addr, s.proc.Err())
-		} else {
-			s.terminate(s.proc)
-		}
-		s.proc = nil
-	}
+	s.run.Close()
 	if s.t.Failed() {
 		s.t.Logf("dovecottest: Dovecot log %s:\n%s", s.LogFile, proctest.Tail(s.LogFile, 0))
 	}
 	if err := os.RemoveAll(s.Dir); err != nil {
 		s.t.Errorf("dovecottest: remove %s: %v", s.Dir, err)
 	}
-}
-
-// terminate sends SIGTERM to the master and waits, killing the whole
-// group after stopGrace.
-func (s *Server) terminate(p *proctest.Process) {
-	if p.Terminate(stopGrace) {
-		s.t.Logf("dovecottest: Dovecot on %s ignored SIGTERM for %v; killed its process group", s.addr, stopGrace)
-	}
-}
-
-// launch starts Dovecot on s.addr and waits until it is ready. On success
-// it sets s.proc; on failure the process group is gone and the error
-// carries the server's output, wrapping errBind if the port was taken.
-// The caller holds s.mu.
-func (s *Server) launch() error {
-	logOff, outOff := proctest.FileSize(s.LogFile), proctest.FileSize(s.outFile)
-	out, err := os.OpenFile(s.outFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("dovecottest: %w", err)
-	}
-	cmd := exec.Command(s.bin, "-F", "-c", s.Config)
-	cmd.Dir = s.Dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// In a group of its own: once the master has exited nothing of its
-	// group may outlive it, as children would keep the listening socket
-	// and the mail open.
-	p, err := proctest.StartGroup(cmd)
-	_ = out.Close() // the child has its own descriptor
-	if err != nil {
-		return fmt.Errorf("dovecottest: start %s: %w", s.bin, err)
-	}
-
-	err = p.WaitReady(startTimeout, pollInterval, func() error { return probe(s.addr, s.User, s.Password) })
-	if err != nil {
-		exited := p.Exited()
-		if !exited {
-			p.Kill()
-		}
-		<-p.Done()
-		output := proctest.Tail(s.outFile, outOff) + proctest.Tail(s.LogFile, logOff)
-		if exited && strings.Contains(output, "Address already in use") {
-			return fmt.Errorf("%w: Dovecot could not listen on %s; output:\n%s", errBind, s.addr, output)
-		}
-		return fmt.Errorf("dovecottest: Dovecot on %s: %w; output:\n%s", s.addr, err, output)
-	}
-	s.proc = p
-	return nil
 }
 
 // probe reads the greeting ("* OK ..."), logs in and out over a raw

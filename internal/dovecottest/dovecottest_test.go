@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailgw/internal/proctest"
 )
 
 func message(n int) []byte {
@@ -258,7 +260,7 @@ func TestCleanup(t *testing.T) {
 		s = Start(t)
 		pid = s.PID()
 	})
-	if s.proc != nil {
+	if s.PID() != 0 {
 		t.Error("server still recorded as running after its test ended")
 	}
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -290,11 +292,8 @@ func TestPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	s.mu.Lock()
-	err = s.launch()
-	s.mu.Unlock()
-	if !errors.Is(err, errBind) {
-		t.Fatalf("launch on a taken port = %v, want errBind", err)
+	if err := s.run.Start(0); !errors.Is(err, proctest.ErrBind) {
+		t.Fatalf("start on a taken port = %v, want ErrBind", err)
 	}
 }
 

@@ -38,6 +38,20 @@ func BuildMailgw(prefix string) (bin string, cleanup func(), err error) {
 	return bin, cleanup, nil
 }
 
+// RunMailgwTests is the body of a TestMain whose tests run mailgw: it
+// builds the binary once, stores its path in *bin, runs the tests and
+// removes the binary. It returns the exit code for os.Exit.
+func RunMailgwTests(m *testing.M, prefix string, bin *string) int {
+	path, cleanup, err := BuildMailgw(prefix)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cleanup()
+	*bin = path
+	return m.Run()
+}
+
 // FreePort asks the kernel for a free port on 127.0.0.1. The port is free
 // only until someone else takes it, so callers retry with another port
 // when a child cannot bind it.
@@ -71,6 +85,45 @@ func MailgwEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// Mailgw is a mailgw child of a test, with the output it has written.
+type Mailgw struct {
+	*Process
+	Stdout, Stderr SyncBuffer
+}
+
+// StartMailgw runs the mailgw binary bin with args in MailgwEnv's
+// environment. When the test ends the child is killed, by its pid, if it
+// is still running, and the end of its stderr is logged if the test
+// failed.
+func StartMailgw(t testing.TB, bin string, args ...string) *Mailgw {
+	t.Helper()
+	g := &Mailgw{}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = MailgwEnv()
+	cmd.Stdout = &g.Stdout
+	cmd.Stderr = &g.Stderr
+	p, err := Start(cmd)
+	if err != nil {
+		t.Fatalf("start mailgw: %v", err)
+	}
+	g.Process = p
+	t.Cleanup(func() {
+		if !p.Exited() {
+			p.Kill()
+		}
+		if t.Failed() {
+			t.Logf("mailgw %s (pid %d) stderr%s", strings.Join(args, " "), p.Pid(), LastLines(g.Stderr.String(), 60))
+		}
+	})
+	return g
+}
+
+// BindFailed reports whether the child has exited because a port it was
+// to listen on was taken, so that a start on other ports may succeed.
+func (g *Mailgw) BindFailed() bool {
+	return g.Exited() && strings.Contains(g.Stderr.String(), "address already in use")
 }
 
 // SyncBuffer is a bytes.Buffer safe for a child's writer and the test.

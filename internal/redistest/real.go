@@ -3,7 +3,6 @@ package redistest
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,17 +52,9 @@ type Server struct {
 	Dir     string // working and data directory; removed after the test
 	LogFile string // redis-server's log; its tail is shown when start-up fails
 
-	t       testing.TB
-	bin     string
-	args    []string // command line without --port
-	outFile string   // stdout and stderr, for errors before the log opens
-
-	mu   sync.Mutex        // serialises Start, Stop, Kill and the cleanup
-	proc *proctest.Process // nil while stopped
+	t   testing.TB
+	run *proctest.Server
 }
-
-// errBind marks a start-up that failed because the port was taken.
-var errBind = errors.New("redistest: port already in use")
 
 // Real starts a redis-server on 127.0.0.1 with the default Options. See
 // RealWith.
@@ -88,14 +78,8 @@ func RealWith(t testing.TB, opts Options) *Server {
 	// TempDir registers its removal before our cleanup is registered, so
 	// the process is gone before its directory is removed.
 	dir := t.TempDir()
-	s := &Server{
-		Dir:     dir,
-		LogFile: filepath.Join(dir, "redis.log"),
-		t:       t,
-		bin:     bin,
-		outFile: filepath.Join(dir, "redis.out"),
-	}
-	s.args = []string{
+	s := &Server{Dir: dir, LogFile: filepath.Join(dir, "redis.log"), t: t}
+	args := []string{
 		"--bind", "127.0.0.1",
 		"--protected-mode", "no",
 		"--daemonize", "no",
@@ -104,30 +88,31 @@ func RealWith(t testing.TB, opts Options) *Server {
 		"--save", "",
 		"--appendonly", yesNo(opts.AppendOnly),
 	}
-	s.args = append(s.args, opts.ExtraArgs...)
-	t.Cleanup(s.cleanup)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var err error
-	for range portAttempts {
-		var port int
-		port, err = proctest.FreePort()
-		if err != nil {
-			t.Fatalf("redistest: find a free port: %v", err)
-		}
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		s.URL = "redis://" + s.Addr + "/0"
-		if err = s.launch(); err == nil {
-			t.Logf("redistest: redis-server pid %d listening on %s, dir %s", s.proc.Pid(), s.Addr, s.Dir)
-			return s
-		}
-		if !errors.Is(err, errBind) {
-			break
-		}
+	args = append(args, opts.ExtraArgs...)
+	s.run = proctest.NewServer(t, proctest.ServerSpec{
+		Name:    "redistest: redis-server",
+		Dir:     dir,
+		OutFile: filepath.Join(dir, "redis.out"),
+		LogFile: s.LogFile,
+		Ready:   startTimeout,
+		Poll:    pollInterval,
+		Grace:   stopGrace,
+		Command: func(addr string) *exec.Cmd {
+			_, port, _ := net.SplitHostPort(addr)
+			return exec.Command(bin, append([]string{"--port", port}, args...)...)
+		},
+		// Checking the pid makes sure a stranger that grabbed the port is
+		// not mistaken for our server.
+		Probe: probe,
+	})
+	t.Cleanup(s.run.Close)
+	if err := s.run.StartOnFreePort(portAttempts, nil); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal(err)
-	return nil
+	s.Addr = s.run.Addr()
+	s.URL = "redis://" + s.Addr + "/0"
+	t.Logf("redistest: redis-server pid %d listening on %s, dir %s", s.run.PID(), s.Addr, s.Dir)
+	return s
 }
 
 // lookRedisServer returns the path of redis-server or ends the test.
@@ -158,30 +143,12 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 // Stop shuts the server down with SIGTERM (SIGKILL after 3 s) and waits for
 // it to exit, to simulate an outage. The data directory stays; Start brings
 // the server back. Stop on a stopped server does nothing.
-func (s *Server) Stop() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.terminate(s.proc)
-	s.proc = nil
-}
+func (s *Server) Stop() { s.run.Stop() }
 
 // Kill ends the server with SIGKILL and waits for it, to simulate a crash:
 // nothing is flushed. Start brings the server back. Kill on a stopped
 // server does nothing.
-func (s *Server) Kill() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Kill()
-	s.proc = nil
-}
+func (s *Server) Kill() { s.run.Kill() }
 
 // Start restarts a stopped or killed server on the same port and data
 // directory and waits until it answers PING, loading any append-only file
@@ -189,80 +156,9 @@ func (s *Server) Kill() {
 // taken in the meantime.
 func (s *Server) Start() {
 	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		if !s.proc.Exited() {
-			s.t.Fatalf("redistest: Start: redis-server on %s is already running", s.Addr)
-		}
-		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.Err())
-		s.proc = nil
-	}
-	if err := s.launch(); err != nil {
+	if err := s.run.Start(0); err != nil {
 		s.t.Fatal(err)
 	}
-}
-
-// cleanup ends the process at the end of the test.
-func (s *Server) cleanup() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	if s.proc.Exited() {
-		s.t.Logf("redistest: redis-server on %s had exited by itself: %v", s.Addr, s.proc.Err())
-	} else {
-		s.terminate(s.proc)
-	}
-	s.proc = nil
-}
-
-// terminate sends SIGTERM, then SIGKILL if p has not exited after
-// stopGrace, and waits until p is reaped.
-func (s *Server) terminate(p *proctest.Process) {
-	if p.Terminate(stopGrace) {
-		s.t.Logf("redistest: redis-server on %s ignored SIGTERM for %v; killed it", s.Addr, stopGrace)
-	}
-}
-
-// launch starts redis-server on s.Addr and waits until it is ready. On
-// success it sets s.proc; on failure the process is gone and the error
-// carries the server's output, wrapping errBind if the port was taken.
-// The caller holds s.mu.
-func (s *Server) launch() error {
-	_, port, _ := net.SplitHostPort(s.Addr)
-	logOff, outOff := proctest.FileSize(s.LogFile), proctest.FileSize(s.outFile)
-	out, err := os.OpenFile(s.outFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("redistest: %w", err)
-	}
-	cmd := exec.Command(s.bin, append([]string{"--port", port}, s.args...)...)
-	cmd.Dir = s.Dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	p, err := proctest.Start(cmd)
-	_ = out.Close() // the child has its own descriptor
-	if err != nil {
-		return fmt.Errorf("redistest: start %s: %w", s.bin, err)
-	}
-
-	// Checking the pid makes sure a stranger that grabbed the port is not
-	// mistaken for our server.
-	err = p.WaitReady(startTimeout, pollInterval, func() error { return probe(s.Addr, p.Pid()) })
-	if err != nil {
-		exited := p.Exited()
-		if !exited {
-			p.Kill()
-		}
-		output := proctest.Tail(s.outFile, outOff) + proctest.Tail(s.LogFile, logOff)
-		if exited && bindFailed(output) {
-			return fmt.Errorf("%w: redis-server could not listen on %s; output:\n%s", errBind, s.Addr, output)
-		}
-		return fmt.Errorf("redistest: redis-server on %s: %w; output:\n%s", s.Addr, err, output)
-	}
-	s.proc = p
-	return nil
 }
 
 // probe sends PING and INFO server over plain RESP and succeeds if the
@@ -302,11 +198,6 @@ func probe(addr string, pid int) error {
 		return fmt.Errorf("%s is served by another process", addr)
 	}
 	return nil
-}
-
-func bindFailed(output string) bool {
-	return strings.Contains(output, "Address already in use") ||
-		strings.Contains(output, "Failed listening on port")
 }
 
 func yesNo(b bool) string {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"mailgw/internal/proctest"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -124,9 +126,9 @@ func TestRealCleanup(t *testing.T) {
 	var pid int
 	t.Run("server", func(t *testing.T) {
 		s = Real(t)
-		pid = s.proc.Pid()
+		pid = s.run.PID()
 	})
-	if s.proc != nil {
+	if s.run.PID() != 0 {
 		t.Error("server still recorded as running after its test ended")
 	}
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -146,11 +148,8 @@ func TestRealPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 
-	s.mu.Lock()
-	err = s.launch()
-	s.mu.Unlock()
-	if !errors.Is(err, errBind) {
-		t.Fatalf("launch on a taken port = %v, want errBind", err)
+	if err := s.run.Start(0); !errors.Is(err, proctest.ErrBind) {
+		t.Fatalf("start on a taken port = %v, want ErrBind", err)
 	}
 }
 
