@@ -209,6 +209,9 @@ type IMAP struct {
 	IDLE         bool     `yaml:"idle"`
 	PollInterval Duration `yaml:"poll_interval"`
 	BatchSize    int      `yaml:"batch_size"`
+	// Workers is how many messages of a batch are handled at once; one
+	// sender's messages still go one after another.
+	Workers int `yaml:"workers"`
 	// AllowPlaintext permits tls: none on a non-loopback address, where
 	// the password would cross the network in the clear.
 	AllowPlaintext bool `yaml:"allow_plaintext"`

@@ -106,7 +106,7 @@ imap:
 		t.Errorf("customers = %+v\nwant %+v", c.Customers, wantCustomers)
 	}
 	m := c.IMAP[0]
-	if m.Mailbox != "INBOX" || m.TLS != "implicit" || m.BatchSize != 50 ||
+	if m.Mailbox != "INBOX" || m.TLS != "implicit" || m.BatchSize != 50 || m.Workers != 8 ||
 		m.PollInterval.D() != 30*time.Second || m.IDLE {
 		t.Errorf("imap defaults: %+v", m)
 	}
@@ -284,8 +284,8 @@ organizations: [{name: Partner}]`,
 		{"imap not a space address", minimal + `imap: [{name: box, addr: "127.0.0.1:143", username: u, password_env: P, address: other@example.com}]`,
 			[]string{"imap[0].address: not a space address"}},
 		{"imap fields", minimal + `imap:
-  - {name: "a b", addr: "imap.example.com", tls: ssl, password_env: P, password_file: /f, address: bad, batch_size: -1, poll_interval: -1s}
-  - {name: x, addr: "imap.example.com:143", tls: none, username: u, address: it@example.com, mailbox: Mail, processed: Mail, rejected: Mail}
+  - {name: "a b", addr: "imap.example.com", tls: ssl, password_env: P, password_file: /f, address: bad, batch_size: -1, poll_interval: -1s, workers: -1}
+  - {name: x, addr: "imap.example.com:143", tls: none, username: u, address: it@example.com, mailbox: Mail, processed: Mail, rejected: Mail, workers: 65}
   - {name: x, addr: "imap.example.com:143", tls: none, allow_plaintext: true, username: u, password_env: "1X", address: it@example.com}
   - {name: "", addr: "[::1]:143", tls: none, username: u, password_env: P, address: it@example.com}`,
 			[]string{
@@ -297,10 +297,12 @@ organizations: [{name: Partner}]`,
 				"imap[0].address: not an email address",
 				"imap[0].poll_interval: must be positive",
 				"imap[0].batch_size: must be positive",
+				"imap[0].workers: must be positive",
 				"imap[1].tls: none is only allowed on a loopback address unless allow_plaintext is set",
 				"imap[1].password_env: one of password_env and password_file is required",
 				"imap[1].processed: must differ from mailbox",
 				"imap[1].rejected: must differ from mailbox",
+				"imap[1].workers: must be at most 64",
 				`imap[2].name: "x" is already the name of imap[1]`,
 				"imap[2].password_env: not an environment variable name",
 				"imap[3].name: must not be empty",

@@ -21,7 +21,11 @@ const (
 	DefaultLogMaxLen       = 100000
 	DefaultIMAPMailbox     = "INBOX"
 	DefaultIMAPBatchSize   = 50
+	DefaultIMAPWorkers     = 8
 	DefaultIMAPMaxFailures = 3
+	// MaxIMAPWorkers bounds imap[].workers: each worker holds a message
+	// and waits on Redis, and more would only queue for Redis connections.
+	MaxIMAPWorkers = 64
 
 	DefaultMaxConnections      = 1000
 	DefaultMaxConnectionsPerIP = 50
@@ -162,6 +166,7 @@ func (c *Config) ApplyDefaults() {
 		setString(&m.TLS, TLSImplicit)
 		setString(&m.Mailbox, DefaultIMAPMailbox)
 		setInt(&m.BatchSize, DefaultIMAPBatchSize)
+		setInt(&m.Workers, DefaultIMAPWorkers)
 		setInt(&m.MaxFailures, DefaultIMAPMaxFailures)
 		setDuration(&m.PollInterval, DefaultPollInterval)
 		normalizeOne(&m.Address, NormalizeAddress)

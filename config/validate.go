@@ -399,6 +399,12 @@ func (c *Config) validateIMAP(p *problems, spaceOf map[string]int) {
 		}
 		positive(p, path+".poll_interval", int64(m.PollInterval))
 		positive(p, path+".batch_size", int64(m.BatchSize))
+		switch {
+		case m.Workers <= 0:
+			p.add(path+".workers", "must be positive")
+		case m.Workers > MaxIMAPWorkers:
+			p.add(path+".workers", "must be at most %d", MaxIMAPWorkers)
+		}
 		positive(p, path+".max_failures", int64(m.MaxFailures))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,11 @@ type memServer struct {
 	srv   *imapserver.Server
 	conns []net.Conn
 
-	searches    atomic.Int64 // UID SEARCH commands
-	idling      atomic.Int64 // IDLE commands in progress
+	searches    atomic.Int64           // UID SEARCH commands
+	mailSearch  atomic.Int64           // of those, searches for mail to handle (not for keywords)
+	stores      atomic.Int64           // STORE commands
+	moveHook    atomic.Pointer[func()] // runs before each MOVE, may block
+	idling      atomic.Int64           // IDLE commands in progress
 	fetchMu     sync.Mutex
 	bodyFetches [][]goimap.UID // UID sets of FETCHes asking for a body
 }
@@ -159,7 +163,15 @@ type spySession struct {
 
 func (ss *spySession) Search(kind imapserver.NumKind, criteria *goimap.SearchCriteria, options *goimap.SearchOptions) (*goimap.SearchData, error) {
 	ss.s.searches.Add(1)
+	if slices.Contains(criteria.NotFlag, goimap.FlagDeleted) {
+		ss.s.mailSearch.Add(1)
+	}
 	return ss.SessionIMAP4rev2.Search(kind, criteria, options)
+}
+
+func (ss *spySession) Store(w *imapserver.FetchWriter, numSet goimap.NumSet, flags *goimap.StoreFlags, options *goimap.StoreOptions) error {
+	ss.s.stores.Add(1)
+	return ss.SessionIMAP4rev2.Store(w, numSet, flags, options)
 }
 
 func (ss *spySession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, options *goimap.FetchOptions) error {
@@ -173,6 +185,13 @@ func (ss *spySession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, opt
 		ss.s.fetchMu.Unlock()
 	}
 	return ss.SessionIMAP4rev2.Fetch(w, numSet, options)
+}
+
+func (ss *spySession) Move(w *imapserver.MoveWriter, numSet goimap.NumSet, dest string) error {
+	if hook := ss.s.moveHook.Load(); hook != nil {
+		(*hook)()
+	}
+	return ss.SessionIMAP4rev2.Move(w, numSet, dest)
 }
 
 func (ss *spySession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {

@@ -1,11 +1,12 @@
 // Package imap drains support mailboxes over IMAP (RFC 9051, RFC 3501) with
-// go-imap v2: it fetches unseen mail by UID (RFC 4315 UIDPLUS where the
-// server has it), runs each message through ingest as if it had been sent
-// to the mailbox's support address, and only after Redis took it marks it
-// \Seen or moves it (RFC 6851 MOVE) to the processed folder; rejected mail
-// goes to the rejected folder. A lease in Redis makes one instance drain a
-// mailbox at a time; IDLE (RFC 2177) wakes it for new mail, with a poll as
-// fallback.
+// go-imap v2: it searches once for unseen mail and works through it by UID
+// in batches (RFC 4315 UIDPLUS where the server has it), runs each batch's
+// messages through ingest concurrently, as if they had been sent to the
+// mailbox's support address, one sender's messages in order, and only
+// after Redis took a message moves it (RFC 6851 MOVE) to the processed
+// folder or marks it \Seen; rejected mail goes to the rejected folder.
+// A lease in Redis makes one instance drain a mailbox at a time; IDLE
+// (RFC 2177) wakes it for new mail, with a poll as fallback.
 package imap
 
 import (
@@ -34,7 +35,8 @@ import (
 	"mailgw/ingest"
 )
 
-// Handler is the part of ingest.Handler the poller needs.
+// Handler is the part of ingest.Handler the poller needs. The poller
+// calls it from several goroutines at once.
 type Handler interface {
 	Handle(ctx context.Context, env ingest.Envelope, raw []byte) ingest.Result
 }
@@ -54,8 +56,6 @@ type Options struct {
 
 // Poller drains one configured mailbox.
 type Poller struct {
-	// keywords: the mailbox takes keywords of ours (PERMANENTFLAGS \*).
-	keywords bool
 	cfg      config.IMAP
 	password string
 	h        Handler
@@ -82,6 +82,9 @@ func Password(m config.IMAP) (string, error) {
 
 // New returns a poller for one mailbox.
 func New(m config.IMAP, password string, h Handler, rdb redis.UniversalClient, log zerolog.Logger, opt Options) *Poller {
+	if m.Workers <= 0 {
+		m.Workers = config.DefaultIMAPWorkers
+	}
 	if opt.Prefix == "" {
 		opt.Prefix = "mailgw:"
 	}
@@ -259,9 +262,14 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("imap: select %s: %w", p.cfg.Mailbox, err)
 	}
-	p.log.Info().Uint32("uidvalidity", sel.UIDValidity).Uint32("messages", sel.NumMessages).Msg("connected")
-	p.keywords = slices.Contains(sel.PermanentFlags, goimap.FlagWildcard)
-	if err := p.finishMoves(c); err != nil {
+	mb := &mailbox{
+		c:        c,
+		sel:      sel,
+		keywords: slices.Contains(sel.PermanentFlags, goimap.FlagWildcard),
+		move:     c.Caps().Has(goimap.CapMove),
+	}
+	p.log.Info().Uint32("uidvalidity", sel.UIDValidity).Uint32("messages", sel.NumMessages).Bool("move", mb.move).Msg("connected")
+	if err := p.finishMoves(mb); err != nil {
 		return false, err
 	}
 
@@ -269,7 +277,7 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 		if cause := context.Cause(sctx); cause != nil {
 			return progressed, cause
 		}
-		n, full, err := p.batch(sctx, c, sel)
+		n, more, err := p.drain(sctx, mb)
 		progressed = progressed || n > 0
 		if err != nil {
 			if cause := context.Cause(sctx); cause != nil {
@@ -277,7 +285,7 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 			}
 			return progressed, err
 		}
-		if full {
+		if more {
 			continue
 		}
 		if err := p.wait(sctx, c, newMail); err != nil {
@@ -374,6 +382,14 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// mailbox is a session's selected mailbox.
+type mailbox struct {
+	c        *imapclient.Client
+	sel      *goimap.SelectData
+	keywords bool // it takes keywords of ours (PERMANENTFLAGS \*)
+	move     bool // the server has RFC 6851 MOVE
+}
+
 // cursor is the poller's position in the mailbox.
 type cursor struct {
 	uidValidity uint32
@@ -401,30 +417,32 @@ func (p *Poller) saveCursor(ctx context.Context, c cursor) error {
 	return nil
 }
 
-// errDeferred ends a batch whose message ingest deferred (Redis down, a
-// rate limit): the message stays unseen and is tried after a backoff.
+// errDeferred ends a drain whose message ingest deferred (Redis down):
+// the message stays unseen and is tried after a backoff.
 var errDeferred = errors.New("imap: message deferred, left in the mailbox")
 
-// batch handles up to BatchSize messages: unseen ones, and (once the
-// cursor knows where it was) any newer than the cursor even if a person
-// marked them read meanwhile. full says more may be waiting.
-func (p *Poller) batch(ctx context.Context, c *imapclient.Client, sel *goimap.SelectData) (n int, full bool, err error) {
-	uidValidity := sel.UIDValidity
+// drain handles what one search finds, in batches of BatchSize: unseen
+// mail, and (once the cursor knows where it was) any newer than the
+// cursor even if a person read it meanwhile. One search serves the whole
+// backlog: searching again for every batch would have the server list,
+// and go-imap parse, every remaining UID each time. more says the search
+// found more than a batch, so new mail may have come meanwhile.
+func (p *Poller) drain(ctx context.Context, mb *mailbox) (n int, more bool, err error) {
 	cur, err := p.loadCursor(ctx)
 	if err != nil {
 		return 0, false, err
 	}
-	if cur.uidValidity != uidValidity {
+	if cur.uidValidity != mb.sel.UIDValidity {
 		if cur.uidValidity != 0 {
 			// UIDs of the old validity mean nothing now: rescan what is
 			// unseen; dedupe by Message-ID keeps it from doubling.
-			p.log.Warn().Uint32("old", cur.uidValidity).Uint32("new", uidValidity).Msg("UIDVALIDITY changed: rescanning")
+			p.log.Warn().Uint32("old", cur.uidValidity).Uint32("new", mb.sel.UIDValidity).Msg("UIDVALIDITY changed: rescanning")
 		}
 		// Mail already here is found because it is unseen; from here on,
 		// new mail is found by UID even if someone reads it first.
-		cur = cursor{uidValidity: uidValidity}
-		if sel.UIDNext > 1 {
-			cur.lastUID = sel.UIDNext - 1
+		cur = cursor{uidValidity: mb.sel.UIDValidity}
+		if mb.sel.UIDNext > 1 {
+			cur.lastUID = mb.sel.UIDNext - 1
 		}
 		if err := p.saveCursor(ctx, cur); err != nil {
 			return 0, false, err
@@ -446,7 +464,7 @@ func (p *Poller) batch(ctx context.Context, c *imapclient.Client, sel *goimap.Se
 		}}}
 	}
 	criteria.NotFlag = append(criteria.NotFlag, goimap.FlagDeleted)
-	data, err := c.UIDSearch(criteria, nil).Wait()
+	data, err := mb.c.UIDSearch(criteria, nil).Wait()
 	if err != nil {
 		return 0, false, fmt.Errorf("imap: search: %w", err)
 	}
@@ -454,16 +472,12 @@ func (p *Poller) batch(ctx context.Context, c *imapclient.Client, sel *goimap.Se
 	if err != nil {
 		return 0, false, err
 	}
-	slices.Sort(uids)
 	if len(uids) == 0 {
 		return 0, false, nil
 	}
-	full = len(uids) > p.cfg.BatchSize
-	if full {
-		uids = uids[:p.cfg.BatchSize]
-	}
-	n, err = p.handleBatch(ctx, c, cur, uids)
-	return n, full && err == nil, err
+	slices.Sort(uids)
+	n, err = p.work(ctx, mb, cur, uids)
+	return n, len(uids) > p.cfg.BatchSize && err == nil, err
 }
 
 // allUIDs reads a search result; a server that answers with a dynamic set
@@ -483,85 +497,89 @@ type outcome int
 const (
 	done     outcome = iota // queued, held or ignored: seen or processed
 	refused                 // rejected: to the rejected folder
-	deferred                // Redis failed: leave it unseen, stop the batch
+	deferred                // Redis failed: leave it unseen, start no more
 	later                   // rate limited: leave it unseen, go on with the others
 	failed                  // could not be handled: counts towards poison
 )
 
-func (p *Poller) handleBatch(ctx context.Context, c *imapclient.Client, cur cursor, uids []goimap.UID) (int, error) {
-	var doneSet, refusedSet goimap.UIDSet
-	// last is the highest UID below which every fetched message is
-	// settled: the cursor must not pass one that failed and may need
-	// another try, as it can no longer be found as unseen once read.
-	var last goimap.UID
+// work handles uids batch by batch and returns how many it settled. The
+// IMAP commands overlap the handlers: the next batch's FETCH goes out
+// while this batch's last messages are handled, and this batch's MOVE
+// while the next batch is handled; its answer is awaited, and the cursor
+// moved, once the next FETCH has been read to its end. go-imap stalls
+// every answer behind a FETCH whose bodies nobody reads, so a command's
+// answer is only awaited when no FETCH is outstanding.
+func (p *Poller) work(ctx context.Context, mb *mailbox, cur cursor, uids []goimap.UID) (int, error) {
+	n := 0
 	gap := false
-	stopped := false
-	section := &goimap.FetchItemBodySection{Peek: true, Partial: &goimap.SectionPartial{Offset: 0, Size: p.opt.MaxMessageBytes + 1}}
-	fetch := c.Fetch(goimap.UIDSetNum(uids...), &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{section}})
-	for msg := fetch.Next(); msg != nil; msg = fetch.Next() {
-		if stopped {
-			continue // drained by Close below
+	var pending *settlement
+	land := func() error {
+		if pending == nil {
+			return nil
 		}
-		uid, raw, err := readMessage(msg, p.opt.MaxMessageBytes+1)
-		if uid == 0 {
-			p.log.Warn().Err(err).Msg("fetch response without UID ignored")
-			continue
+		s := pending
+		pending = nil
+		<-s.done
+		if s.err != nil {
+			return s.err
 		}
-		o := failed
-		if err == nil {
-			// The message is finished even when ctx ends meanwhile: its
-			// write must be followed by its flag or move.
-			o = p.handle(context.WithoutCancel(ctx), uid, raw)
+		n += s.n
+		if s.last <= cur.lastUID {
+			return nil
 		}
-		settled := true
-		switch o {
-		case done:
-			doneSet.AddNum(uid)
-		case refused:
-			refusedSet.AddNum(uid)
-		case deferred:
-			stopped = true
-			continue
-		case later:
-			// One flooding sender must not hold up everyone else's mail.
-			settled = false
-		case failed:
-			poison, perr := p.fail(ctx, uid, err)
-			switch {
-			case perr != nil:
-				stopped, settled = true, false
-			case poison:
-				refusedSet.AddNum(uid)
-			default:
-				settled = false
-			}
-		}
-		gap = gap || !settled
-		if !gap {
-			last = max(last, uid)
-		}
-		if ctx.Err() != nil {
-			stopped = true
-		}
+		cur.lastUID = s.last
+		return p.saveCursor(context.WithoutCancel(ctx), cur)
 	}
-	ferr := fetch.Close()
-	n, err := p.settle(ctx, c, doneSet, refusedSet)
-	if err != nil {
-		return n, err
+	next := func() []goimap.UID {
+		b := uids[:min(len(uids), p.cfg.BatchSize)]
+		uids = uids[len(b):]
+		return b
 	}
-	if last > cur.lastUID {
-		cur.lastUID = last
-		if err := p.saveCursor(context.WithoutCancel(ctx), cur); err != nil {
+	batch := next()
+	fetch := p.fetch(mb.c, batch)
+	for {
+		r := p.newRun(ctx)
+		r.read(fetch)
+		if err := land(); err != nil {
+			r.halt()
+			r.wait()
 			return n, err
 		}
+		var nextBatch []goimap.UID
+		var nextFetch *imapclient.FetchCommand
+		if len(uids) > 0 && r.fetchErr == nil && !r.stopped() {
+			nextBatch = next()
+			nextFetch = p.fetch(mb.c, nextBatch)
+		}
+		r.wait()
+		toProcessed, toRejected, last := r.tally(batch, &gap)
+		pending = p.settle(mb, toProcessed, toRejected, last)
+		if nextFetch != nil && !r.stopped() {
+			batch, fetch = nextBatch, nextFetch
+			continue
+		}
+		if nextFetch != nil {
+			// Stopped after the FETCH went out: read it, handle none.
+			_ = nextFetch.Close()
+		}
+		if err := land(); err != nil {
+			return n, err
+		}
+		switch {
+		case r.fetchErr != nil:
+			return n, fmt.Errorf("imap: fetch: %w", r.fetchErr)
+		case r.halted.Load() && ctx.Err() == nil:
+			return n, errDeferred
+		}
+		return n, nil
 	}
-	if ferr != nil {
-		return n, fmt.Errorf("imap: fetch: %w", ferr)
-	}
-	if stopped && ctx.Err() == nil {
-		return n, errDeferred
-	}
-	return n, nil
+}
+
+// fetch asks for the bodies of uids, without marking them read and at
+// most one byte over the size limit.
+func (p *Poller) fetch(c *imapclient.Client, uids []goimap.UID) *imapclient.FetchCommand {
+	section := &goimap.FetchItemBodySection{Peek: true, Partial: &goimap.SectionPartial{Offset: 0, Size: p.opt.MaxMessageBytes + 1}}
+	return c.Fetch(goimap.UIDSetNum(uids...), &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{section}})
 }
 
 func readMessage(msg *imapclient.FetchMessageData, limit int64) (goimap.UID, []byte, error) {
@@ -642,58 +660,81 @@ func (p *Poller) resetFailures(ctx context.Context) error {
 	return p.rdb.Del(ctx, p.key("failures")).Err()
 }
 
-// settle marks or moves what was handled: only now, after ingest wrote it.
-func (p *Poller) settle(ctx context.Context, c *imapclient.Client, doneSet, refusedSet goimap.UIDSet) (int, error) {
-	n := 0
-	for _, s := range []struct {
-		set     goimap.UIDSet
-		folder  string
-		keyword goimap.Flag
-	}{{doneSet, p.cfg.Processed, keywordProcessed}, {refusedSet, p.cfg.Rejected, keywordRejected}} {
-		if len(s.set) == 0 {
-			continue
-		}
-		if err := p.moveOrMark(c, s.set, s.folder, s.keyword); err != nil {
-			return n, err
-		}
-		uids, _ := s.set.Nums()
-		n += len(uids)
-	}
-	return n, nil
+// settlement is a batch's settle under way.
+type settlement struct {
+	done chan struct{}
+	err  error      // read once done is closed
+	n    int        // messages settled
+	last goimap.UID // the cursor once the settle succeeded; 0: unchanged
 }
 
-// Keywords that mark mail flagged \Seen on its way to a folder: a crash
-// between the flag and the move would leave seen mail in the mailbox that
-// no search for unseen mail finds again, so each session first finishes
-// the moves its keywords name.
+// settle marks or moves what was handled: only now, after ingest wrote
+// it. It sends the commands and waits for their answers in a goroutine.
+func (p *Poller) settle(mb *mailbox, toProcessed, toRejected goimap.UIDSet, last goimap.UID) *settlement {
+	s := &settlement{done: make(chan struct{}), last: last}
+	go func() {
+		defer close(s.done)
+		for _, d := range []struct {
+			set     goimap.UIDSet
+			folder  string
+			keyword goimap.Flag
+		}{{toProcessed, p.cfg.Processed, keywordProcessed}, {toRejected, p.cfg.Rejected, keywordRejected}} {
+			if len(d.set) == 0 {
+				continue
+			}
+			if err := p.moveOrMark(mb, d.set, d.folder, d.keyword); err != nil {
+				s.err = err
+				return
+			}
+			uids, _ := d.set.Nums()
+			s.n += len(uids)
+		}
+	}()
+	return s
+}
+
+// Keywords that mark mail flagged \Seen on its way to a folder on a
+// server without MOVE: a crash between the flag and the COPY would leave
+// seen mail in the mailbox that no search for unseen mail finds again, so
+// each session first finishes the moves its keywords name.
 const (
 	keywordProcessed goimap.Flag = "$MailgwProcessed"
 	keywordRejected  goimap.Flag = "$MailgwRejected"
 )
 
-// moveOrMark flags handled mail \Seen and, with a folder, moves it there
-// (RFC 6851 MOVE, or go-imap's COPY, \Deleted and EXPUNGE).
-func (p *Poller) moveOrMark(c *imapclient.Client, set goimap.UIDSet, folder string, keyword goimap.Flag) error {
+// moveOrMark moves handled mail to folder, or flags it \Seen when there is
+// no folder. RFC 6851 MOVE is atomic: a message is either still in the
+// mailbox, unseen and found again, or in the folder; it arrives there as
+// it was, unseen. Without MOVE go-imap copies, flags \Deleted and
+// expunges, so the mail is flagged \Seen and with a keyword first.
+func (p *Poller) moveOrMark(mb *mailbox, set goimap.UIDSet, folder string, keyword goimap.Flag) error {
+	if folder != "" && mb.move {
+		if _, err := mb.c.Move(set, folder).Wait(); err != nil {
+			return fmt.Errorf("imap: move to %s: %w", folder, err)
+		}
+		return nil
+	}
 	flags := []goimap.Flag{goimap.FlagSeen}
-	if folder != "" && p.keywords {
+	if folder != "" && mb.keywords {
 		flags = append(flags, keyword)
 	}
-	store := c.Store(set, &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: flags}, nil)
+	store := mb.c.Store(set, &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: flags}, nil)
 	if err := store.Close(); err != nil {
 		return fmt.Errorf("imap: mark seen: %w", err)
 	}
 	if folder == "" {
 		return nil
 	}
-	if _, err := c.Move(set, folder).Wait(); err != nil {
+	if _, err := mb.c.Move(set, folder).Wait(); err != nil {
 		return fmt.Errorf("imap: move to %s: %w", folder, err)
 	}
 	return nil
 }
 
-// finishMoves moves mail a previous session flagged but did not move.
-func (p *Poller) finishMoves(c *imapclient.Client) error {
-	if !p.keywords {
+// finishMoves moves mail a previous session flagged but did not move (on
+// a server without MOVE, or by an earlier version that flagged first).
+func (p *Poller) finishMoves(mb *mailbox) error {
+	if !mb.keywords {
 		return nil
 	}
 	for _, f := range []struct {
@@ -703,16 +744,19 @@ func (p *Poller) finishMoves(c *imapclient.Client) error {
 		if f.folder == "" {
 			continue
 		}
-		data, err := c.UIDSearch(&goimap.SearchCriteria{Flag: []goimap.Flag{f.keyword}}, nil).Wait()
+		data, err := mb.c.UIDSearch(&goimap.SearchCriteria{Flag: []goimap.Flag{f.keyword}}, nil).Wait()
 		if err != nil {
 			return fmt.Errorf("imap: search %s: %w", f.keyword, err)
 		}
 		uids, err := allUIDs(data)
-		if err != nil || len(uids) == 0 {
+		if err != nil {
 			return err
 		}
+		if len(uids) == 0 {
+			continue
+		}
 		p.log.Warn().Int("messages", len(uids)).Str("folder", f.folder).Msg("finishing moves an earlier session left undone")
-		if _, err := c.Move(goimap.UIDSetNum(uids...), f.folder).Wait(); err != nil {
+		if _, err := mb.c.Move(goimap.UIDSetNum(uids...), f.folder).Wait(); err != nil {
 			return fmt.Errorf("imap: move to %s: %w", f.folder, err)
 		}
 	}

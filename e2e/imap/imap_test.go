@@ -292,11 +292,14 @@ func TestKillMidBatch(t *testing.T) {
 }
 
 // TestKilledBetweenSeenAndMove kills mailgw right after it flagged its
-// first batch \Seen and before it moved the batch to Processed (a proxy
-// between mailgw and Dovecot holds back the MOVE). The requests are in
-// Redis already; a new mailgw must still finish the job: fetch the batch
-// again, recognise the duplicates and move them, so that no message is
-// left behind in INBOX.
+// first batch \Seen and before it moved the batch to Processed. Only a
+// server without MOVE needs that flag first (go-imap falls back to COPY,
+// STORE \Deleted and EXPUNGE), so a proxy between mailgw and Dovecot
+// hides Dovecot's MOVE and holds back everything after the first STORE.
+// The requests are in Redis already; a new mailgw, straight to Dovecot,
+// must still finish the job: move what the dead one flagged (its
+// keyword says where to), and fetch the rest again as duplicates, so
+// that no message is left behind in INBOX.
 func TestKilledBetweenSeenAndMove(t *testing.T) {
 	t.Parallel()
 	const total = 100
@@ -306,18 +309,21 @@ func TestKilledBetweenSeenAndMove(t *testing.T) {
 	raws, ids := carolMessages("seen", total)
 	dc.AppendAll(t, "INBOX", raws) // a backlog, there before mailgw first looks
 
-	proxy := startStallProxy(t, dc.Addr())
+	proxy := startStallProxy(t, dc.Addr(), stallOptions{Command: "STORE", Forward: true, HideMove: true})
 	g := startGateway(t, "mailgw", gwOptions{RedisURL: rs.URL, IMAP: dc, IMAPAddr: proxy.Addr})
 	select {
-	case <-proxy.Stored:
+	case <-proxy.Stalled:
 	case <-time.After(60 * time.Second):
 		t.Fatal("mailgw sent no UID STORE within 60 s")
 	}
 	g.kill(t)
 	st := dc.Status(t, "INBOX")
-	t.Logf("killed mailgw between STORE and MOVE: %d stream entries; INBOX %d messages, %d unseen", xlen(t, rdb), st.Messages, st.Unseen)
+	t.Logf("killed mailgw between STORE and COPY: %d stream entries; INBOX %d messages, %d unseen", xlen(t, rdb), st.Messages, st.Unseen)
 	if st.Messages != total || st.Unseen == total {
-		t.Fatalf("INBOX has %d messages, %d unseen: the kill did not land between STORE and MOVE", st.Messages, st.Unseen)
+		t.Fatalf("INBOX has %d messages, %d unseen: the kill did not land between STORE and COPY", st.Messages, st.Unseen)
+	}
+	if !slices.ContainsFunc(g.logLines(), func(m map[string]any) bool { return m["message"] == "connected" && m["move"] == false }) {
+		t.Fatalf("mailgw did not connect without MOVE through the proxy")
 	}
 
 	// A new instance, straight to Dovecot. It waits for the dead one's
@@ -335,6 +341,53 @@ func TestKilledBetweenSeenAndMove(t *testing.T) {
 		}
 		time.Sleep(pollEvery)
 	}
+	checkExactlyOnce(t, streamIDs(t, rdb), ids)
+	if got := dc.Messages(t, "Processed"); len(got) != total {
+		t.Errorf("Processed holds %d messages, want %d", len(got), total)
+	}
+	if !slices.ContainsFunc(g2.logLines(), func(m map[string]any) bool {
+		return m["message"] == "finishing moves an earlier session left undone"
+	}) {
+		t.Errorf("the restarted mailgw did not finish the dead one's moves by their keyword")
+	}
+	g2.stop(t)
+}
+
+// TestKilledBeforeMove kills mailgw as it sends its first UID MOVE, which
+// a proxy holds back from Dovecot. With MOVE nothing is flagged first:
+// the whole backlog is still in INBOX, unseen, though the first batch is
+// in Redis already (nothing is moved before its write returned). A new
+// mailgw fetches that batch again, finds duplicates and moves them;
+// every message is queued exactly once.
+func TestKilledBeforeMove(t *testing.T) {
+	t.Parallel()
+	const total, batch = 100, 50
+	rs := redistest.Real(t)
+	rdb := rs.Client(t)
+	dc := dovecottest.Start(t)
+	raws, ids := carolMessages("move", total)
+	dc.AppendAll(t, "INBOX", raws)
+
+	proxy := startStallProxy(t, dc.Addr(), stallOptions{Command: "MOVE"})
+	g := startGateway(t, "mailgw", gwOptions{RedisURL: rs.URL, IMAP: dc, IMAPAddr: proxy.Addr})
+	select {
+	case <-proxy.Stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("mailgw sent no UID MOVE within 60 s")
+	}
+	g.kill(t)
+	written := xlen(t, rdb)
+	st := dc.Status(t, "INBOX")
+	t.Logf("killed mailgw at its first MOVE: %d stream entries; INBOX %d messages, %d unseen", written, st.Messages, st.Unseen)
+	if st.Messages != total || st.Unseen != total {
+		t.Errorf("INBOX has %d messages, %d unseen, want all %d unseen: nothing may be flagged before MOVE", st.Messages, st.Unseen, total)
+	}
+	if written < batch {
+		t.Errorf("%d stream entries when the first MOVE went out, want at least the %d of its batch", written, batch)
+	}
+
+	g2 := startGateway(t, "mailgw (restarted)", gwOptions{RedisURL: rs.URL, IMAP: dc})
+	waitInboxEmpty(t, dc, 45*time.Second)
 	checkExactlyOnce(t, streamIDs(t, rdb), ids)
 	if got := dc.Messages(t, "Processed"); len(got) != total {
 		t.Errorf("Processed holds %d messages, want %d", len(got), total)

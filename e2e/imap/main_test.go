@@ -293,29 +293,41 @@ func (g *gateway) imapDecisions() int {
 // ---------------------------------------------------------------- proxy
 
 // stallProxy passes IMAP connections through to a server until a client
-// sends its first UID STORE. It forwards that command and, once the
-// server has answered it, closes Stored and forwards nothing more from
-// that client: the command after it (the MOVE) never reaches the server.
-// The test can then kill mailgw at exactly that point.
+// sends its first UID command of a kind (STORE, MOVE). Depending on its
+// options it forwards that command and, once the server has answered it,
+// closes Stalled; or it holds the command back too and closes Stalled at
+// once. Either way it forwards nothing more from that client, so the test
+// can kill mailgw at exactly that point.
 type stallProxy struct {
-	Addr   string
-	Stored chan struct{}
+	Addr    string
+	Stalled chan struct{}
 
 	target string
-	armed  sync.Once // the first STORE stalls its connection
+	opt    stallOptions
+	armed  sync.Once // the first such command stalls its connection
 	fired  sync.Once
 	ln     net.Listener
 	mu     sync.Mutex
 	conns  []net.Conn
 }
 
-func startStallProxy(t *testing.T, target string) *stallProxy {
+// stallOptions say where a stallProxy stalls.
+type stallOptions struct {
+	Command string // the UID command to stall at: STORE or MOVE
+	Forward bool   // whether the server gets that command
+	// HideMove removes MOVE (and IMAP4rev2, which implies it) from the
+	// capabilities the server announces, so the client takes go-imap's
+	// fallback: COPY, STORE \Deleted, EXPUNGE.
+	HideMove bool
+}
+
+func startStallProxy(t *testing.T, target string, opt stallOptions) *stallProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &stallProxy{Addr: ln.Addr().String(), Stored: make(chan struct{}), target: target, ln: ln}
+	p := &stallProxy{Addr: ln.Addr().String(), Stalled: make(chan struct{}), target: target, opt: opt, ln: ln}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -345,6 +357,25 @@ func (p *stallProxy) track(c net.Conn) {
 	p.conns = append(p.conns, c)
 }
 
+func (p *stallProxy) fire() { p.fired.Do(func() { close(p.Stalled) }) }
+
+// capabilityLine matches the server lines that announce capabilities: an
+// untagged CAPABILITY response, or an OK with a CAPABILITY response code.
+var capabilityLine = regexp.MustCompile(`^(\* CAPABILITY |(\*|[A-Za-z0-9]+) OK \[CAPABILITY )`)
+
+// hideMove drops MOVE and IMAP4rev2 from a capability announcement.
+func hideMove(line string) string {
+	if !capabilityLine.MatchString(line) {
+		return line
+	}
+	for _, c := range []string{"MOVE", "IMAP4rev2"} {
+		for _, end := range []string{" ", "]", "\r\n"} {
+			line = strings.ReplaceAll(line, " "+c+end, end)
+		}
+	}
+	return line
+}
+
 func (p *stallProxy) serve(client net.Conn) {
 	p.track(client)
 	defer client.Close()
@@ -354,7 +385,7 @@ func (p *stallProxy) serve(client net.Conn) {
 	}
 	p.track(server)
 	defer server.Close()
-	storeTag := make(chan string, 1)
+	stallTag := make(chan string, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -363,17 +394,20 @@ func (p *stallProxy) serve(client net.Conn) {
 		tag := ""
 		for {
 			line, err := r.ReadString('\n')
+			if p.opt.HideMove {
+				line = hideMove(line)
+			}
 			if _, werr := client.Write([]byte(line)); werr != nil || err != nil {
 				return
 			}
 			if tag == "" {
 				select {
-				case tag = <-storeTag:
+				case tag = <-stallTag:
 				default:
 				}
 			}
 			if tag != "" && strings.HasPrefix(line, tag+" ") {
-				p.fired.Do(func() { close(p.Stored) })
+				p.fire()
 			}
 		}
 	}()
@@ -385,17 +419,22 @@ func (p *stallProxy) serve(client net.Conn) {
 		}
 		f := strings.Fields(line)
 		stall := false
-		if len(f) >= 3 && strings.EqualFold(f[1], "UID") && strings.EqualFold(f[2], "STORE") {
+		if len(f) >= 3 && strings.EqualFold(f[1], "UID") && strings.EqualFold(f[2], p.opt.Command) {
 			p.armed.Do(func() { stall = true })
 		}
+		if stall && !p.opt.Forward {
+			p.fire()
+			_, _ = io.Copy(io.Discard, r)
+			break
+		}
 		if stall {
-			storeTag <- f[0]
+			stallTag <- f[0]
 		}
 		if _, err := server.Write([]byte(line)); err != nil {
 			break
 		}
 		if stall {
-			// Hold everything after the STORE until the client goes away.
+			// Hold everything after the command until the client goes away.
 			_, _ = io.Copy(io.Discard, r)
 			break
 		}
