@@ -36,6 +36,10 @@
 #   MESSAGES     messages per run [5000]
 #   SIZE         bytes per message, headers included [4096]
 #   BATCH        UIDs per UID FETCH of the baseline, mailgw batch_size [50]
+#   SENDERS      known customers the messages come from, taking turns [1];
+#                mailgw handles one sender's messages one after another,
+#                different senders' messages concurrently (imap[].workers)
+#   WORKERS      mailgw imap[].workers [8]
 #   RUNS         runs of each; median reported [3]
 #   RUN_TIMEOUT  seconds one run may take [600]
 #   KEEP         1 keeps the temporary directory (logs, configs) [0]
@@ -51,6 +55,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MESSAGES=${MESSAGES:-5000}
 SIZE=${SIZE:-4096}
 BATCH=${BATCH:-50}
+SENDERS=${SENDERS:-1}
+WORKERS=${WORKERS:-8}
 RUNS=${RUNS:-3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 KEEP=${KEEP:-0}
@@ -65,7 +71,7 @@ STREAM='mailgw:{IT}:requests'
 
 need go redis-server redis-cli timeout awk
 [[ -x $DOVECOT ]] || die "$DOVECOT not found (Debian: apt-get install dovecot-imapd)"
-whole_numbers MESSAGES SIZE BATCH RUNS RUN_TIMEOUT
+whole_numbers MESSAGES SIZE BATCH SENDERS WORKERS RUN_TIMEOUT RUNS
 ((RUNS >= 1 && MESSAGES >= 1 && BATCH >= 1)) || die "RUNS, MESSAGES and BATCH must be at least 1"
 
 now() { date +%s.%N; }
@@ -217,7 +223,10 @@ spaces:
     addresses: [it@example.com]
     channel_access: open
 customers:
-  - {email: carol@example.com, name: Carol, type: internal, status: active}
+$(for ((k = 0; k < SENDERS; k++)); do
+	if ((k == 0)); then a=carol; else printf -v a 'customer-%03d' "$k"; fi
+	echo "  - {email: $a@example.com, name: Customer $k, type: internal, status: active}"
+done)
 imap:
   - name: bench
     addr: 127.0.0.1:$IMAP_PORT
@@ -231,12 +240,13 @@ imap:
     idle: true
     poll_interval: 1s
     batch_size: $BATCH
+    workers: $WORKERS
 EOF
 
 # fill TAG: an empty INBOX (and Processed, Rejected), then MESSAGES new ones.
 fill() {
 	imapload clear INBOX Processed Rejected >/dev/null
-	imapload append -mailbox INBOX -n "$MESSAGES" -size "$SIZE" -tag "$1" >>"$TMP/append.log"
+	imapload append -mailbox INBOX -n "$MESSAGES" -size "$SIZE" -tag "$1" -senders "$SENDERS" >>"$TMP/append.log"
 	local n
 	n=$(imapload status -mailbox INBOX)
 	[[ $n == "$MESSAGES" ]] || die "INBOX holds $n messages after appending $MESSAGES"
@@ -320,7 +330,7 @@ gc=$(median "${GW_CPU[@]}")
 rc=$(median "${RD_CPU[@]}")
 echo
 echo "mailgw IMAP benchmark, $(machine)"
-echo "$MESSAGES messages of $SIZE B; batches of $BATCH; Dovecot $DOVECOT_VERSION (Maildir); Redis AOF everysec"
+echo "$MESSAGES messages of $SIZE B from $SENDERS sender(s); batches of $BATCH, $WORKERS workers; Dovecot $DOVECOT_VERSION (Maildir); Redis AOF everysec"
 echo "mailgw $COMMIT; load average before: $LOADAVG"
 echo
 printf '%-4s %6s %12s %10s %6s %13s %9s %9s %8s\n' run msgs base_msg/s gw_msg/s ratio gw_empty_msg/s gw_cpu_us rd_cpu_us stream

@@ -5,13 +5,14 @@
 //
 // Usage:
 //
-//	imapload append   -addr HOST:PORT [-user U -pass P -mailbox M] -n N -size BYTES -tag TAG
+//	imapload append   -addr HOST:PORT [-user U -pass P -mailbox M] -n N -size BYTES -tag TAG [-senders K]
 //	imapload fetch    -addr HOST:PORT [-user U -pass P -mailbox M] [-batch 50]
 //	imapload clear    -addr HOST:PORT [-user U -pass P] MAILBOX...
 //	imapload status   -addr HOST:PORT [-user U -pass P -mailbox M]
 //
 // append writes N messages of about BYTES bytes each (headers included)
-// from carol@example.com to it@example.com, with Message-IDs
+// to it@example.com, from K senders taking turns (carol@example.com, then
+// customer-001@example.com and on; K is 1 unless given), with Message-IDs
 // <TAG-NNNNNN@imapload.example>, so that every run has messages mailgw has
 // not seen. fetch selects the mailbox, lists its UIDs (UID SEARCH ALL),
 // fetches BODY.PEEK[] of batch UIDs per UID FETCH, reads every literal to
@@ -58,6 +59,7 @@ func main() {
 	size := fs.Int("size", 4096, "bytes per message, headers included")
 	tag := fs.String("tag", "run", "Message-ID prefix, unique per run")
 	batch := fs.Int("batch", 50, "UIDs per UID FETCH")
+	senders := fs.Int("senders", 1, "senders taking turns: carol@example.com, then customer-NNN@example.com")
 	_ = fs.Parse(os.Args[2:])
 	if c.addr == "" {
 		usage()
@@ -65,7 +67,7 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "append":
-		err = appendMessages(c, *n, *size, *tag)
+		err = appendMessages(c, *n, *size, *tag, max(*senders, 1))
 	case "fetch":
 		err = fetchAll(c, *batch)
 	case "clear":
@@ -99,13 +101,22 @@ func (c conn) login() (*imapclient.Client, error) {
 	return cl, nil
 }
 
-// message builds one request of about size bytes with CRLF line ends.
-func message(tag string, i, size int) []byte {
+// Sender is the address of the k-th of the senders taking turns; bench/imap.sh
+// lists the same addresses as customers.
+func sender(k int) string {
+	if k == 0 {
+		return "carol@example.com"
+	}
+	return fmt.Sprintf("customer-%03d@example.com", k)
+}
+
+// message builds the i-th request, of about size bytes with CRLF line ends.
+func message(tag string, i, size, senders int) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "From: Carol <carol@example.com>\r\nTo: it@example.com\r\n"+
+	fmt.Fprintf(&b, "From: <%s>\r\nTo: it@example.com\r\n"+
 		"Subject: Load test %s %d\r\nDate: %s\r\nMessage-ID: <%s-%06d@imapload.example>\r\n"+
 		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
-		tag, i, time.Now().UTC().Format(time.RFC1123Z), tag, i)
+		sender(i%senders), tag, i, time.Now().UTC().Format(time.RFC1123Z), tag, i)
 	line := "The quick brown fox jumps over the lazy dog; the printer on floor 3 is out of toner again.\r\n"
 	for b.Len()+len(line) <= size {
 		b.WriteString(line)
@@ -113,7 +124,7 @@ func message(tag string, i, size int) []byte {
 	return []byte(b.String())
 }
 
-func appendMessages(c conn, n, size int, tag string) error {
+func appendMessages(c conn, n, size int, tag string, senders int) error {
 	cl, err := c.login()
 	if err != nil {
 		return err
@@ -123,7 +134,7 @@ func appendMessages(c conn, n, size int, tag string) error {
 	for first := 0; first < n; first += window {
 		var cmds []*imapclient.AppendCommand
 		for i := first; i < min(first+window, n); i++ {
-			raw := message(tag, i, size)
+			raw := message(tag, i, size, senders)
 			cmd := cl.Append(c.mailbox, int64(len(raw)), nil)
 			_, werr := cmd.Write(raw)
 			if cerr := cmd.Close(); werr == nil {
