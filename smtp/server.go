@@ -295,6 +295,10 @@ func remoteIP(a net.Addr) string {
 }
 
 // countedConn is an accepted connection as the limits and the drain see it.
+// It also holds back replies until the server next reads: go-smtp flushes
+// every line, so a multi-line EHLO reply, or the replies to a pipelined
+// group of commands, would each cost a write and a packet. A server that
+// reads is waiting for the client, which by then must have every reply.
 type countedConn struct {
 	net.Conn
 	once    sync.Once
@@ -303,17 +307,68 @@ type countedConn struct {
 	busy atomic.Bool
 	// closing makes the next write (a 421 reply) the last one.
 	closing atomic.Bool
+
+	mu   sync.Mutex
+	out  []byte // replies not yet sent
+	werr error  // the write that failed; every later read and write fails too
 }
 
+// maxHeldReplies bounds the replies held back, against a client that
+// pipelines without end.
+const maxHeldReplies = 4096
+
 func (c *countedConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if c.closing.Load() {
+	closing := c.closing.Load()
+	c.mu.Lock()
+	c.out = append(c.out, b...)
+	var err error
+	if closing || len(c.out) >= maxHeldReplies {
+		err = c.flushLocked()
+	} else {
+		err = c.werr
+	}
+	c.mu.Unlock()
+	if closing {
 		c.Close()
 	}
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+// flushLocked sends the held replies; c.mu is held.
+func (c *countedConn) flushLocked() error {
+	if c.werr != nil || len(c.out) == 0 {
+		return c.werr
+	}
+	_, c.werr = c.Conn.Write(c.out)
+	c.out = c.out[:0]
+	return c.werr
 }
 
 func (c *countedConn) Close() error {
+	// The session's own close (after 221, or a 421) sends what is held.
+	// The drain closes from another goroutine; should the session be in
+	// the middle of a write to a peer that does not read, closing must
+	// not wait for it: closing the socket is what ends that write.
+	if c.mu.TryLock() {
+		if len(c.out) > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = c.flushLocked()
+		}
+		c.mu.Unlock()
+	}
 	c.once.Do(c.release)
 	return c.Conn.Close()
 }
