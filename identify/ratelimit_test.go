@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,25 +12,8 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/internal/redistest"
+	"mailgw/internal/testkit"
 )
-
-// fakeClock is a now func tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // windowStart is the start of a minute, so fixed windows of a minute begin there.
 var windowStart = time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
@@ -60,16 +42,16 @@ func TestLimiter(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			t.Run("sender", func(t *testing.T) {
 				rdb := be.open(t)
-				clk := &fakeClock{t: windowStart}
+				clk := testkit.NewClock(windowStart)
 				l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 					Sender: config.Limit{Count: 3, Window: config.Duration(time.Minute)},
 					Space:  config.Limit{Count: 100, Window: config.Duration(time.Minute)},
-				}, time.Second, clk.now)
+				}, time.Second, clk.Now)
 				for i := 1; i <= 3; i++ {
 					if th := count(t, l, "carol@example.com", "IT"); th != nil {
 						t.Fatalf("message %d throttled: %v", i, th)
 					}
-					clk.add(time.Second)
+					clk.Add(time.Second)
 				}
 				// Another sender has an allowance of its own.
 				if th := count(t, l, "dan@example.com", "IT"); th != nil {
@@ -89,7 +71,7 @@ func TestLimiter(t *testing.T) {
 
 				// The next window counts afresh, but a sender that went over
 				// stays throttled while its penalty lasts.
-				clk.add(time.Minute)
+				clk.Add(time.Minute)
 				if th := count(t, l, "carol@example.com", "IT"); th == nil || !th.Penalty || th.Count != 1 {
 					t.Fatalf("first message of the next window: %+v, want the penalty with count 1", th)
 				}
@@ -118,11 +100,11 @@ func TestLimiter(t *testing.T) {
 
 			t.Run("space", func(t *testing.T) {
 				rdb := be.open(t)
-				clk := &fakeClock{t: windowStart}
+				clk := testkit.NewClock(windowStart)
 				l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 					Sender: config.Limit{Count: 100, Window: config.Duration(time.Minute)},
 					Space:  config.Limit{Count: 4, Window: config.Duration(time.Hour)},
-				}, time.Second, clk.now)
+				}, time.Second, clk.Now)
 				senders := []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
 				for _, s := range senders {
 					if th := count(t, l, s, "IT"); th != nil {
@@ -137,11 +119,11 @@ func TestLimiter(t *testing.T) {
 					t.Fatalf("other space throttled: %v", th)
 				}
 				// The window is an hour: a minute later IT is still over.
-				clk.add(time.Minute)
+				clk.Add(time.Minute)
 				if th := count(t, l, "f@example.com", "IT"); th == nil || th.Limit != "space" || th.Count != 6 {
 					t.Fatalf("a minute later: %+v, want space count 6", th)
 				}
-				clk.add(time.Hour)
+				clk.Add(time.Hour)
 				if th := count(t, l, "f@example.com", "IT"); th != nil {
 					t.Fatalf("next hour: %v", th)
 				}
@@ -152,7 +134,7 @@ func TestLimiter(t *testing.T) {
 				l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 					Sender: config.Limit{Count: 1, Window: config.Duration(time.Minute)},
 					Space:  config.Limit{Count: 1, Window: config.Duration(time.Minute)},
-				}, time.Second, (&fakeClock{t: windowStart}).now)
+				}, time.Second, testkit.NewClock(windowStart).Now)
 				count(t, l, "carol@example.com", "IT")
 				if th := count(t, l, "carol@example.com", "IT"); th == nil || th.Limit != "sender" || th.Count != 2 {
 					t.Fatalf("%+v, want the sender limit", th)
@@ -164,7 +146,7 @@ func TestLimiter(t *testing.T) {
 				l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 					Sender: config.Limit{Count: -1, Window: config.Duration(time.Minute)},
 					Space:  config.Limit{Count: -1, Window: config.Duration(time.Minute)},
-				}, time.Second, (&fakeClock{t: windowStart}).now)
+				}, time.Second, testkit.NewClock(windowStart).Now)
 				for i := range 100 {
 					if th := count(t, l, "carol@example.com", "IT"); th != nil {
 						t.Fatalf("message %d throttled with limits off: %v", i+1, th)
@@ -177,7 +159,7 @@ func TestLimiter(t *testing.T) {
 				l = identify.NewLimiter(rdb, "mailgw:", config.Rate{
 					Sender: config.Limit{Count: -1, Window: config.Duration(time.Minute)},
 					Space:  config.Limit{Count: 2, Window: config.Duration(time.Minute)},
-				}, time.Second, (&fakeClock{t: windowStart}).now)
+				}, time.Second, testkit.NewClock(windowStart).Now)
 				count(t, l, "carol@example.com", "IT")
 				count(t, l, "carol@example.com", "IT")
 				if th := count(t, l, "carol@example.com", "IT"); th == nil || th.Limit != "space" {
@@ -196,13 +178,13 @@ func TestLimiterDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdb, _ := redistest.Mini(t)
-	clk := &fakeClock{t: windowStart}
-	l := identify.NewLimiter(rdb, cfg.Redis.Prefix, cfg.Rate, cfg.Redis.Timeout.D(), clk.now)
+	clk := testkit.NewClock(windowStart)
+	l := identify.NewLimiter(rdb, cfg.Redis.Prefix, cfg.Rate, cfg.Redis.Timeout.D(), clk.Now)
 	for i := 1; i <= 20; i++ {
 		if th := count(t, l, "carol@example.com", "IT"); th != nil {
 			t.Fatalf("message %d: %v", i, th)
 		}
-		clk.add(2 * time.Second)
+		clk.Add(2 * time.Second)
 	}
 	th := count(t, l, "carol@example.com", "IT")
 	if th == nil || th.Count != 21 || th.Max != config.DefaultRateSender {
@@ -241,11 +223,11 @@ func TestLimiterQueueCountAndUncount(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			rdb := be.open(t)
 			ctx := context.Background()
-			clk := &fakeClock{t: windowStart}
+			clk := testkit.NewClock(windowStart)
 			l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 				Sender: config.Limit{Count: 2, Window: config.Duration(time.Minute)},
 				Space:  config.Limit{Count: 100, Window: config.Duration(time.Minute)},
-			}, time.Second, clk.now)
+			}, time.Second, clk.Now)
 
 			pipe := rdb.Pipeline()
 			other := pipe.Get(ctx, "mailgw:unrelated")
@@ -279,7 +261,7 @@ func TestLimiterQueueCountAndUncount(t *testing.T) {
 			off := identify.NewLimiter(rdb, "off:", config.Rate{
 				Sender: config.Limit{Count: -1, Window: config.Duration(time.Minute)},
 				Space:  config.Limit{Count: -1, Window: config.Duration(time.Minute)},
-			}, time.Second, clk.now)
+			}, time.Second, clk.Now)
 			if err := off.Uncount(ctx, "carol@example.com", "IT"); err != nil {
 				t.Fatal(err)
 			}
@@ -296,13 +278,13 @@ func TestLimiterQueueCountAndUncount(t *testing.T) {
 func TestLimiterUncountAcrossWindows(t *testing.T) {
 	rdb, _ := redistest.Mini(t)
 	ctx := context.Background()
-	clk := &fakeClock{t: windowStart.Add(time.Minute - time.Millisecond)}
+	clk := testkit.NewClock(windowStart.Add(time.Minute - time.Millisecond))
 	l := identify.NewLimiter(rdb, "mailgw:", config.Rate{
 		Sender: config.Limit{Count: 1, Window: config.Duration(time.Minute)},
 		Space:  config.Limit{Count: -1, Window: config.Duration(time.Minute)},
-	}, time.Second, clk.now)
+	}, time.Second, clk.Now)
 	count(t, l, "carol@example.com", "IT") // a duplicate, found out ...
-	clk.add(time.Millisecond)
+	clk.Add(time.Millisecond)
 	if err := l.Uncount(ctx, "carol@example.com", "IT"); err != nil { // ... in the next window
 		t.Fatal(err)
 	}

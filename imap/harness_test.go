@@ -29,6 +29,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/internal/proctest"
 	"mailgw/internal/redistest"
 )
 
@@ -504,24 +505,6 @@ func realHandler(t testing.TB, rdb redis.UniversalClient, adjust func(*config.Co
 // ---------------------------------------------------------------------------
 // Poller set-up
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // rig is one test's world: an IMAP server, a Redis, and the poller's
 // configuration and log.
 type rig struct {
@@ -529,7 +512,7 @@ type rig struct {
 	srv  *memServer
 	rdb  *redis.Client
 	mr   *miniredis.Miniredis
-	logs *syncBuffer
+	logs *proctest.SyncBuffer
 	cfg  config.IMAP
 	opt  Options
 }
@@ -538,7 +521,7 @@ func newRig(t *testing.T, caps goimap.CapSet) *rig {
 	t.Helper()
 	srv := newMemServer(t, caps)
 	rdb, mr := redistest.Mini(t)
-	r := &rig{t: t, srv: srv, rdb: rdb, mr: mr, logs: &syncBuffer{}}
+	r := &rig{t: t, srv: srv, rdb: rdb, mr: mr, logs: &proctest.SyncBuffer{}}
 	r.cfg = config.IMAP{
 		Name:         "support",
 		Addr:         srv.addr,

@@ -4,37 +4,20 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/internal/testkit"
 	"mailgw/route"
 )
 
-// clock is a now func the tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock {
-	// The start of a minute: fixed one-minute windows begin here.
-	return &clock{t: time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)}
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newClock returns a clock the tests move by hand, standing at the start
+// of a minute: fixed one-minute windows begin there.
+func newClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC))
 }
 
 // rateConfig is the site of the rate limit tests, with the default limits
@@ -73,14 +56,14 @@ func TestSenderRateLimit(t *testing.T) {
 	for _, channel := range []string{ingest.ChannelSMTP, ingest.ChannelIMAP} {
 		t.Run(channel, func(t *testing.T) {
 			clk := newClock()
-			s := newSite(t, rateConfig, ingest.Options{Now: clk.now})
+			s := newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 			ctx := context.Background()
 			for i := 1; i <= 20; i++ {
 				d := only(t, s.h.Handle(ctx, toIT(channel), numbered("carol@example.com", i)))
 				if d.Outcome != identify.Queued {
 					t.Fatalf("message %d: %s %s (%s)", i, d.Outcome, d.Reason, d.Detail)
 				}
-				clk.add(2 * time.Second)
+				clk.Add(2 * time.Second)
 			}
 			d := only(t, s.h.Handle(ctx, toIT(channel), numbered("carol@example.com", 21)))
 			if d.Outcome != identify.Deferred || d.Reason != identify.ReasonRateLimited {
@@ -97,13 +80,13 @@ func TestSenderRateLimit(t *testing.T) {
 			if n := len(s.stream(t, "IT")); n != 21 {
 				t.Fatalf("%d stream entries, want 21", n)
 			}
-			clk.add(time.Minute)
+			clk.Add(time.Minute)
 			s.mr.FastForward(time.Minute)
 			d = only(t, s.h.Handle(ctx, toIT(channel), numbered("carol@example.com", 21)))
 			if d.Outcome != identify.Deferred || !strings.Contains(d.Detail, "still throttled") {
 				t.Fatalf("retry in the next minute: %s %s (%s), want the penalty", d.Outcome, d.Reason, d.Detail)
 			}
-			clk.add(11 * time.Minute)
+			clk.Add(11 * time.Minute)
 			s.mr.FastForward(11 * time.Minute)
 			if d := only(t, s.h.Handle(ctx, toIT(channel), numbered("carol@example.com", 21))); d.Outcome != identify.Queued || d.Reason != identify.ReasonAccepted {
 				t.Fatalf("retry after the penalty: %s %s (%s)", d.Outcome, d.Reason, d.Detail)
@@ -123,7 +106,7 @@ func TestSenderRateLimit(t *testing.T) {
 // TestReplayNotRateLimited: replay is an operator re-processing mail.
 func TestReplayNotRateLimited(t *testing.T) {
 	clk := newClock()
-	s := newSite(t, rateConfig, ingest.Options{Now: clk.now})
+	s := newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 	for i := 1; i <= 50; i++ {
 		d := only(t, s.h.Handle(context.Background(), toIT(ingest.ChannelReplay), numbered("carol@example.com", i)))
 		if d.Outcome != identify.Queued {
@@ -140,7 +123,7 @@ func TestReplayNotRateLimited(t *testing.T) {
 // the sender's allowance.
 func TestDuplicatesNotRateLimited(t *testing.T) {
 	clk := newClock()
-	s := newSite(t, rateConfig, ingest.Options{Now: clk.now})
+	s := newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 	ctx := context.Background()
 	raw := numbered("carol@example.com", 0)
 	if d := only(t, s.h.Handle(ctx, toIT(ingest.ChannelSMTP), raw)); d.Reason != identify.ReasonAccepted {
@@ -167,7 +150,7 @@ func TestDuplicatesNotRateLimited(t *testing.T) {
 // from everyone together.
 func TestSpaceRateLimit(t *testing.T) {
 	clk := newClock()
-	s := newSite(t, rateConfig+"rate: {space: {count: 3, window: 1h}}\n", ingest.Options{Now: clk.now})
+	s := newSite(t, rateConfig+"rate: {space: {count: 3, window: 1h}}\n", ingest.Options{Now: clk.Now})
 	ctx := context.Background()
 	for i, from := range []string{"carol@example.com", "agent@example.com", "responder@customer.example"} {
 		if d := only(t, s.h.Handle(ctx, toIT(ingest.ChannelSMTP), numbered(from, i))); d.Outcome != identify.Queued {
@@ -203,11 +186,11 @@ type loopRun struct {
 // help desk never sees it. After the first message, every answer carries
 // extra header fields. With force, the responder keeps writing whether or
 // not the help desk answered.
-func runLoop(t *testing.T, s *site, clk *clock, rounds int, force bool, extra ...string) loopRun {
+func runLoop(t *testing.T, s *site, clk *testkit.Clock, rounds int, force bool, extra ...string) loopRun {
 	t.Helper()
 	ctx := context.Background()
 	run := loopRun{queuedPerMinute: map[int]int{}, firstDeferral: -1, requests: map[string]bool{}}
-	start := clk.now()
+	start := clk.Now()
 	prev := ""
 	n := 0
 	raw := mail("Auto Responder <responder@customer.example>", "it@example.com", "loop-0@customer.example", "Printer jammed")
@@ -220,7 +203,7 @@ func runLoop(t *testing.T, s *site, clk *clock, rounds int, force bool, extra ..
 		answered := false
 		switch d.Outcome {
 		case identify.Queued:
-			run.queuedPerMinute[int(clk.now().Sub(start)/time.Minute)]++
+			run.queuedPerMinute[int(clk.Now().Sub(start)/time.Minute)]++
 			run.requests[d.Request] = true
 			answered = true // the help desk replies; the responder answers that
 		case identify.Deferred:
@@ -234,14 +217,14 @@ func runLoop(t *testing.T, s *site, clk *clock, rounds int, force bool, extra ..
 				run.firstDeferral = round
 			}
 			run.deferred++
-			clk.add(time.Second)
+			clk.Add(time.Second)
 			continue // the MTA retries the same message
 		case identify.Ignored:
 			run.ignored++
 		default:
 			t.Fatalf("round %d: %s %s (%s)", round, d.Outcome, d.Reason, d.Detail)
 		}
-		clk.add(time.Second)
+		clk.Add(time.Second)
 		raw = nil
 		if answered || force {
 			n++
@@ -263,7 +246,7 @@ func runLoop(t *testing.T, s *site, clk *clock, rounds int, force bool, extra ..
 // and as the responder keeps trying, its penalty keeps it throttled.
 func TestMailLoop(t *testing.T) {
 	clk := newClock()
-	s := newSite(t, rateConfig, ingest.Options{Now: clk.now})
+	s := newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 	run := runLoop(t, s, clk, 200, false)
 
 	if run.queuedPerMinute[0] != config.DefaultRateSender {
@@ -297,7 +280,7 @@ func TestMailLoop(t *testing.T) {
 // help desk never sees one, so the loop ends after the first request.
 func TestMailLoopAutoSubmitted(t *testing.T) {
 	clk := newClock()
-	s := newSite(t, rateConfig, ingest.Options{Now: clk.now})
+	s := newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 	run := runLoop(t, s, clk, 200, false, "Auto-Submitted: auto-replied")
 	if run.queuedPerMinute[0] != 1 || run.ignored != 1 || run.deferred != 0 {
 		t.Fatalf("queued %v, ignored %d, deferred %d; want the request queued and the first answer ignored",
@@ -306,7 +289,7 @@ func TestMailLoopAutoSubmitted(t *testing.T) {
 
 	// A responder that keeps going regardless is ignored every time.
 	clk = newClock()
-	s = newSite(t, rateConfig, ingest.Options{Now: clk.now})
+	s = newSite(t, rateConfig, ingest.Options{Now: clk.Now})
 	run = runLoop(t, s, clk, 200, true, "Auto-Submitted: auto-replied")
 	if run.queuedPerMinute[0] != 1 || run.ignored != 199 || run.deferred != 0 {
 		t.Fatalf("forced: queued %v, ignored %d, deferred %d; want 1, 199, 0", run.queuedPerMinute, run.ignored, run.deferred)

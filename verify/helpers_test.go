@@ -25,6 +25,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/internal/proctest"
 	"mailgw/internal/testkit"
 	"mailgw/route"
 	"mailgw/verify"
@@ -143,24 +144,6 @@ func (c *captureSender) tries() int {
 	return len(c.attempts)
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is one site: config, Redis, clock, verification service with a
 // capturing sender, and the ingest handler that calls it.
 type fixture struct {
@@ -173,7 +156,7 @@ type fixture struct {
 	sender *captureSender
 	svc    *verify.Service
 	h      *ingest.Handler
-	logs   *syncBuffer
+	logs   *proctest.SyncBuffer
 	ctx    context.Context
 }
 
@@ -198,7 +181,7 @@ func newFixture(t *testing.T, b *testkit.Backend, opt fixtureOptions) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{
-		t: t, be: b, cfg: cfg, clock: testkit.NewClock(start), sender: &captureSender{}, logs: &syncBuffer{}, ctx: ctx,
+		t: t, be: b, cfg: cfg, clock: testkit.NewClock(start), sender: &captureSender{}, logs: &proctest.SyncBuffer{}, ctx: ctx,
 		store: ingest.NewStore(cfg, b.RDB),
 		dir:   identify.NewDirectory(b.RDB, cfg.Redis.Prefix, 0),
 	}

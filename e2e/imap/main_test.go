@@ -48,18 +48,7 @@ const (
 var mailgwBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	bin, cleanup, err := proctest.BuildMailgw("mailgw-e2e-imap-")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/imap: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	mailgwBin = bin
-	return m.Run()
+	os.Exit(proctest.RunMailgwTests(m, "mailgw-e2e-imap-", &mailgwBin))
 }
 
 // ---------------------------------------------------------------- config
@@ -153,8 +142,7 @@ type gateway struct {
 	Addr   string // SMTP listener, 127.0.0.1:PORT
 	Config string
 
-	proc   *proctest.Process
-	stderr proctest.SyncBuffer
+	proc *proctest.Mailgw
 }
 
 // startGateway writes a config for o and runs "mailgw serve" with its
@@ -171,7 +159,7 @@ func startGateway(t *testing.T, name string, o gwOptions) *gateway {
 		if err == nil {
 			return g
 		}
-		if g.exited() && strings.Contains(g.stderr.String(), "address already in use") && attempt < bindAttempts {
+		if g.proc.BindFailed() && attempt < bindAttempts {
 			t.Logf("%s could not bind %s, trying another port", name, g.Addr)
 			continue
 		}
@@ -190,29 +178,13 @@ func (g *gateway) restart(t *testing.T) *gateway {
 	return n
 }
 
-// launch runs "mailgw serve --config cfg". The process is killed, by its
-// pid, when the test ends if it is still running; its stderr is shown when
-// the test failed.
+// launch runs "mailgw serve --config cfg" with the IMAP password in its
+// environment; see proctest.StartMailgw.
 func launch(t *testing.T, name, cfg string) *gateway {
 	t.Helper()
-	g := &gateway{Name: name, Config: cfg}
-	cmd := exec.Command(mailgwBin, "serve", "--config", cfg)
-	cmd.Env = append(proctest.MailgwEnv(), passwordEnv+"="+dovecottest.DefaultPassword)
-	cmd.Stderr = &g.stderr
-	p, err := proctest.Start(cmd)
-	if err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	g.proc = p
-	t.Cleanup(func() {
-		if !p.Exited() {
-			p.Kill()
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d) stderr%s", name, p.Pid(), proctest.LastLines(g.stderr.String(), 40))
-		}
-	})
-	return g
+	env := []string{passwordEnv + "=" + dovecottest.DefaultPassword}
+	p := proctest.StartMailgwEnv(t, mailgwBin, env, "serve", "--config", cfg)
+	return &gateway{Name: name, Config: cfg, proc: p}
 }
 
 func (g *gateway) pid() int { return g.proc.Pid() }
@@ -259,7 +231,7 @@ func (g *gateway) stop(t testing.TB) {
 // logLines returns the child's stderr lines that are JSON objects.
 func (g *gateway) logLines() []map[string]any {
 	var out []map[string]any
-	for _, line := range strings.Split(g.stderr.String(), "\n") {
+	for _, line := range strings.Split(g.proc.Stderr.String(), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil {
 			out = append(out, m)

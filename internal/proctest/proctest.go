@@ -99,9 +99,17 @@ type Mailgw struct {
 // failed.
 func StartMailgw(t testing.TB, bin string, args ...string) *Mailgw {
 	t.Helper()
+	return StartMailgwEnv(t, bin, nil, args...)
+}
+
+// StartMailgwEnv is StartMailgw with env, "KEY=value" entries, added to
+// the child's environment: variables its config names, such as a
+// password_env.
+func StartMailgwEnv(t testing.TB, bin string, env []string, args ...string) *Mailgw {
+	t.Helper()
 	g := &Mailgw{}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = MailgwEnv()
+	cmd.Env = append(MailgwEnv(), env...)
 	cmd.Stdout = &g.Stdout
 	cmd.Stderr = &g.Stderr
 	p, err := Start(cmd)
@@ -126,7 +134,8 @@ func (g *Mailgw) BindFailed() bool {
 	return g.Exited() && strings.Contains(g.Stderr.String(), "address already in use")
 }
 
-// SyncBuffer is a bytes.Buffer safe for a child's writer and the test.
+// SyncBuffer is a bytes.Buffer that its writers (a child's output, the
+// goroutines of a logger under test) and the test may use concurrently.
 type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
