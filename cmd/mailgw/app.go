@@ -43,6 +43,21 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// parseGlobalOnly parses the arguments of a command that takes the global
+// flags and nothing else.
+func parseGlobalOnly(name string, args []string, stderr io.Writer) (globalFlags, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var g globalFlags
+	g.register(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return g, err
+	}
+	if fs.NArg() > 0 {
+		return g, usagef("unexpected arguments %q", fs.Args())
+	}
+	return g, nil
+}
+
 // app is what a command runs with: the config, a logger and Redis.
 type app struct {
 	cfg      *config.Config

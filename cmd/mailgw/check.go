@@ -2,20 +2,14 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 )
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	var g globalFlags
-	g.register(fs)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	g, err := parseGlobalOnly("check", args, stderr)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments %q", fs.Args())
 	}
 	cfg, demo, err := loadConfig(g.config)
 	if err != nil {
