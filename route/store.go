@@ -167,8 +167,8 @@ func (s *Store) Write(ctx context.Context, r Request) (Written, error) {
 }
 
 // WriteBatched is Write with the script sent through b, in one pipeline
-// with other messages' commands. It falls back to Write when Redis lost
-// the script (after a restart) and when replicas must confirm.
+// with other messages' commands. It writes on its own when Redis lost the
+// script (after a restart) and when replicas must confirm.
 func (s *Store) WriteBatched(ctx context.Context, b *Batcher, r Request) (Written, error) {
 	if s.opt.WaitReplicas > 0 {
 		return s.Write(ctx, r)
@@ -181,7 +181,11 @@ func (s *Store) WriteBatched(ctx context.Context, b *Batcher, r Request) (Writte
 	}
 	res, err := cmd.Slice()
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return s.Write(ctx, r)
+		// The same staged key again, so the copy already staged is
+		// overwritten and renamed, not left behind.
+		wctx, cancel := s.ctx(ctx)
+		defer cancel()
+		res, err = s.runWrite(wctx, w)
 	}
 	if err != nil {
 		return Written{}, fmt.Errorf("route: write to %s: %w", r.Space, err)

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -467,6 +468,43 @@ func TestWriteWithoutStagedRawWritesNothing(t *testing.T) {
 		}
 		if len(keys) != 0 {
 			t.Fatalf("keys after a failed write: %v", keys)
+		}
+	})
+}
+
+// Batched writes go through EVALSHA only; after Redis lost its scripts (a
+// restart) the write is sent once more with the script itself, reusing
+// the staged raw message rather than leaving a copy of it behind.
+func TestWriteBatchedAfterScriptsLost(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *backend) {
+		ctx := testCtx(t)
+		st := newTestStore(b.rdb)
+		bctx, stop := context.WithCancel(ctx)
+		defer stop()
+		batcher := NewBatcher(bctx, b.rdb, 1, 5*time.Second)
+		if err := st.LoadScripts(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i, flush := range []bool{false, true} {
+			if flush {
+				if err := b.rdb.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w, err := st.WriteBatched(ctx, batcher, sampleRequest("IT", fmt.Sprintf("batched-%d@example.com", i), "alice@example.com"))
+			if err != nil || w.Duplicate || w.ID != fmt.Sprintf("IT-%d", i+1) {
+				t.Fatalf("batched write %d (scripts flushed: %v): %+v, %v", i, flush, w, err)
+			}
+		}
+		staged, err := b.rdb.Keys(ctx, testPrefix+"{IT}:stage:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(staged) != 0 {
+			t.Errorf("staged keys left behind: %v", staged)
+		}
+		if n := b.rdb.XLen(ctx, st.StreamKey("IT")).Val(); n != 2 {
+			t.Errorf("%d stream entries, want 2", n)
 		}
 	})
 }
