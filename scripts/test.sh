@@ -121,7 +121,19 @@ run_fuzz() {
 			echo "--- $dir $name"
 			# Minimizing each new input may take a minute by default, which
 			# would spend the whole short run minimizing instead of fuzzing.
-			go test "$dir" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x -timeout 5m
+			local out rc=0
+			out=$(go test "$dir" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x -timeout 5m 2>&1) || rc=$?
+			echo "$out"
+			if ((rc != 0)); then
+				# Go 1.26's fuzz coordinator may report its own -fuzztime
+				# deadline as a failure (golang/go#75804, fixed in 1.27).
+				# That race writes no failing input; anything else fails.
+				if grep -q '^    context deadline exceeded$' <<<"$out" && ! grep -q 'Failing input written' <<<"$out"; then
+					echo "note: $name stopped with the toolchain's fuzztime race (golang/go#75804), no failing input: not a failure"
+				else
+					return 1
+				fi
+			fi
 		done
 	done < <(go_files | grep -z '_test\.go$' | sort -z)
 	((found)) || echo "no fuzz targets"
