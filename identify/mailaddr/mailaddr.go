@@ -66,6 +66,13 @@ func Normalize(addr string) (string, error) {
 }
 
 func normalizeLocal(local string) (string, error) {
+	// The checks below run on the normalized form, the one that is compared
+	// and stored: NFC turns some non-ASCII code points into ASCII ones
+	// (U+037E GREEK QUESTION MARK becomes ';'), so a check of the input
+	// would let a character through in a disguise it then drops. NFC
+	// before and after lower-casing: lower-casing can leave a letter that
+	// composes with the mark after it.
+	local = norm.NFC.String(strings.ToLower(norm.NFC.String(local)))
 	quoted := len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"'
 	if quoted && isDotAtom(local[1:len(local)-1]) {
 		local, quoted = local[1:len(local)-1], false
@@ -87,9 +94,7 @@ func normalizeLocal(local string) (string, error) {
 			return "", fmt.Errorf("%w: %q in local part", ErrBadAddress, r)
 		}
 	}
-	// NFC before and after lower-casing: lower-casing can leave a letter
-	// that composes with the mark after it.
-	return norm.NFC.String(strings.ToLower(norm.NFC.String(local))), nil
+	return local, nil
 }
 
 func isDotAtom(s string) bool {

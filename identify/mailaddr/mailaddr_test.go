@@ -105,6 +105,7 @@ func TestNormalizeErrors(t *testing.T) {
 
 		{"numeric domain", "john@192.0.2.1"},
 		{"second @ in local part", "a@b@c.example"},
+		{"Greek question mark, NFC of ';'", "a\u037eb@example.com"},
 		{"empty label", "a@example..com"},
 		{"leading dot", "a@.example.com"},
 		{"empty label and underscore", "a@exa_mple..com"},
@@ -269,6 +270,8 @@ var normalizeEdgeCases = []string{
 	"<<a@example.com",
 	"T\u0308@0",
 	"I\u0307@example.com",
+	"\u037e@0\u0305",
+	"\"\u037e\"@example.com",
 }
 
 func TestNormalizeEdgeCases(t *testing.T) {
