@@ -33,6 +33,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/metrics"
 )
 
 // Handler is the part of ingest.Handler the poller needs. The poller
@@ -52,6 +53,8 @@ type Options struct {
 	CommandTimeout  time.Duration // 2 min: a server silent for longer is taken as gone
 	Instance        string        // lease owner; default host, pid and a random suffix
 	Debug           io.Writer     // raw IMAP traffic, for tests under -v
+	// Metrics receives the poller's gauges and counters; nil counts nothing.
+	Metrics *metrics.Registry
 }
 
 // Poller drains one configured mailbox.
@@ -62,6 +65,29 @@ type Poller struct {
 	rdb      redis.UniversalClient
 	opt      Options
 	log      zerolog.Logger
+	metrics  pollerMetrics
+}
+
+// pollerMetrics are shared by the pollers of a process, one series per
+// mailbox name.
+type pollerMetrics struct {
+	connected     *metrics.GaugeVec
+	caughtUp      *metrics.GaugeVec
+	sessionErrors *metrics.CounterVec
+	failures      *metrics.CounterVec
+}
+
+func newPollerMetrics(r *metrics.Registry) pollerMetrics {
+	return pollerMetrics{
+		connected: r.GaugeVec("mailgw_imap_connected",
+			"1 while the poller holds the mailbox's lease and a selected IMAP session, else 0.", "mailbox"),
+		caughtUp: r.GaugeVec("mailgw_imap_caught_up_timestamp_seconds",
+			"When the poller last found nothing left to take from the mailbox, as a Unix time; alert when it falls behind.", "mailbox"),
+		sessionErrors: r.CounterVec("mailgw_imap_session_errors_total",
+			"IMAP sessions that ended in an error and were reconnected after a backoff.", "mailbox"),
+		failures: r.CounterVec("mailgw_imap_message_failures_total",
+			"Messages that could not be handled, by whether the failure made them poison (moved aside).", "mailbox", "poison"),
+	}
 }
 
 // Password reads the mailbox password from the environment or a file.
@@ -112,8 +138,13 @@ func New(m config.IMAP, password string, h Handler, rdb redis.UniversalClient, l
 		_, _ = rand.Read(r[:])
 		opt.Instance = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(r[:]))
 	}
-	return &Poller{cfg: m, password: password, h: h, rdb: rdb, opt: opt,
-		log: log.With().Str("component", "imap").Str("mailbox", m.Name).Logger()}
+	p := &Poller{cfg: m, password: password, h: h, rdb: rdb, opt: opt,
+		log:     log.With().Str("component", "imap").Str("mailbox", m.Name).Logger(),
+		metrics: newPollerMetrics(opt.Metrics)}
+	// The series exist from the start, so an alert on a mailbox that never
+	// connects has something to fire on.
+	p.metrics.connected.Set(0, m.Name)
+	return p
 }
 
 func (p *Poller) key(what string) string { return p.opt.Prefix + "imap:" + p.cfg.Name + ":" + what }
@@ -145,6 +176,7 @@ func (p *Poller) Run(ctx context.Context) {
 				backoff = p.opt.BackoffMin
 			}
 			p.log.Warn().Err(err).Dur("retry_in", backoff).Msg("session ended")
+			p.metrics.sessionErrors.Inc(p.cfg.Name)
 		}
 		p.sleep(ctx, jitter(backoff))
 		backoff = min(2*backoff, p.opt.BackoffMax)
@@ -269,6 +301,8 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 		move:     c.Caps().Has(goimap.CapMove),
 	}
 	p.log.Info().Uint32("uidvalidity", sel.UIDValidity).Uint32("messages", sel.NumMessages).Bool("move", mb.move).Msg("connected")
+	p.metrics.connected.Set(1, p.cfg.Name)
+	defer p.metrics.connected.Set(0, p.cfg.Name)
 	if err := p.finishMoves(mb); err != nil {
 		return false, err
 	}
@@ -288,6 +322,7 @@ func (p *Poller) session(ctx context.Context) (progressed bool, err error) {
 		if more {
 			continue
 		}
+		p.metrics.caughtUp.Set(float64(time.Now().Unix()), p.cfg.Name)
 		if err := p.wait(sctx, c, newMail); err != nil {
 			return progressed, err
 		}
@@ -651,6 +686,7 @@ func (p *Poller) fail(ctx context.Context, uid goimap.UID, cause error) (poison 
 		_ = p.rdb.HDel(rctx, p.key("failures"), strconv.FormatUint(uint64(uid), 10)).Err()
 	}
 	ev.Err(cause).Uint32("uid", uint32(uid)).Int64("failures", n).Bool("poison", poison).Msg("message could not be handled")
+	p.metrics.failures.Inc(p.cfg.Name, strconv.FormatBool(poison))
 	return poison, nil
 }
 

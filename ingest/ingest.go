@@ -19,6 +19,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/identify/mailaddr"
+	"mailgw/metrics"
 	"mailgw/parse"
 	"mailgw/route"
 	"mailgw/verify"
@@ -98,6 +99,8 @@ type Options struct {
 	// Batcher, when set, sends the look-ups and writes of concurrent
 	// messages in shared pipelines (serve).
 	Batcher *route.Batcher
+	// Metrics receives the decision counters; nil counts nothing.
+	Metrics *metrics.Registry
 }
 
 // Verifier is the verification stage as ingest sees it.
@@ -137,7 +140,7 @@ func New(cfg *config.Config, rdb redis.UniversalClient, log zerolog.Logger, opt 
 			OwnDomain: cfg.Hostname,
 		},
 		hostname: cfg.Hostname,
-		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun, Writer: opt.LogWriter},
+		recorder: route.Recorder{Store: store, Log: log, DryRun: opt.DryRun, Writer: opt.LogWriter, Metrics: route.NewMetrics(opt.Metrics)},
 		verifier: opt.Verifier,
 		batcher:  opt.Batcher,
 		auth:     identify.NewAuthenticator(cfg.Access.Authentication, opt.Resolver),

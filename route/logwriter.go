@@ -14,17 +14,18 @@ import (
 // A full queue falls back to writing in the caller, so the stream never
 // silently drops an entry while the process lives.
 type LogWriter struct {
-	store *Store
-	log   zerolog.Logger
-	ch    chan Entry
-	done  chan struct{}
+	store   *Store
+	log     zerolog.Logger
+	metrics *Metrics
+	ch      chan Entry
+	done    chan struct{}
 }
 
 const logBatch = 128
 
 // NewLogWriter starts the writer; Close flushes and stops it.
-func NewLogWriter(store *Store, log zerolog.Logger) *LogWriter {
-	w := &LogWriter{store: store, log: log, ch: make(chan Entry, 4096), done: make(chan struct{})}
+func NewLogWriter(store *Store, log zerolog.Logger, m *Metrics) *LogWriter {
+	w := &LogWriter{store: store, log: log, metrics: m, ch: make(chan Entry, 4096), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -35,6 +36,7 @@ func (w *LogWriter) Write(ctx context.Context, e Entry) {
 	case w.ch <- e:
 	default:
 		if err := w.store.Log(ctx, e); err != nil {
+			w.metrics.logFailed(e)
 			w.log.Error().Err(err).Str("message_id", e.MessageID).Msg("decision log write failed")
 		}
 	}
@@ -80,6 +82,7 @@ func (w *LogWriter) flush(batch []Entry) {
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		// The entries' log lines were written when they were queued.
+		w.metrics.logFailed(batch...)
 		w.log.Error().Err(err).Int("entries", len(batch)).Msg("decision log write failed")
 	}
 }

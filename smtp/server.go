@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 
 	"mailgw/config"
 	"mailgw/ingest"
+	"mailgw/metrics"
 	"mailgw/route"
 )
 
@@ -55,6 +57,51 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []*limitListener
 	draining  bool
+
+	metrics serverMetrics
+}
+
+// serverMetrics are the listener's counters; nil families count nothing.
+type serverMetrics struct {
+	connections  *metrics.CounterVec // by result
+	errorReplies *metrics.CounterVec // by code and enhanced code
+	panics       *metrics.CounterVec
+}
+
+// Instrument registers the listener's metrics on reg; call it before Serve.
+func (s *Server) Instrument(reg *metrics.Registry) {
+	s.metrics = serverMetrics{
+		connections: reg.CounterVec("mailgw_smtp_connections_total",
+			"SMTP connections by result: accepted, or refused with 421 by the per-IP connection rate or the connection limits.",
+			"result"),
+		errorReplies: reg.CounterVec("mailgw_smtp_error_replies_total",
+			"SMTP replies other than success, by reply code and enhanced status code.",
+			"code", "enhanced"),
+		panics: reg.CounterVec("mailgw_smtp_panics_total",
+			"Panics recovered while handling a message (answered 451, logged with the stack)."),
+	}
+	reg.GaugeFunc("mailgw_smtp_connections_open", "SMTP connections open now.", s.openConnections)
+}
+
+func (m *serverMetrics) replied(err error) {
+	var se *gosmtp.SMTPError
+	if errors.As(err, &se) {
+		e := se.EnhancedCode
+		m.errorReplies.Inc(strconv.Itoa(se.Code), strconv.Itoa(e[0])+"."+strconv.Itoa(e[1])+"."+strconv.Itoa(e[2]))
+	}
+}
+
+func (s *Server) openConnections() float64 {
+	s.mu.Lock()
+	listeners := s.listeners
+	s.mu.Unlock()
+	n := 0
+	for _, ll := range listeners {
+		ll.mu.Lock()
+		n += ll.total
+		ll.mu.Unlock()
+	}
+	return float64(n)
 }
 
 // New builds a listener from its config section.
@@ -118,7 +165,7 @@ func Listen(cfg config.SMTP) (net.Listener, error) {
 
 // Serve accepts connections on ln until Shutdown or Close.
 func (s *Server) Serve(ln net.Listener) error {
-	ll := newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.connRate, s.log)
+	ll := newLimitListener(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, s.connRate, s.log, s.metrics.connections)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ll)
 	s.mu.Unlock()
@@ -161,7 +208,9 @@ func (s *Server) NewSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	ss := &session{srv: s, conn: c, counted: counted(c.Conn()), remote: c.Conn().RemoteAddr().String()}
 	if s.isDraining() {
 		ss.closeAfterReply()
-		return nil, toSMTP(&replyShutdown)
+		err := toSMTP(&replyShutdown)
+		s.metrics.replied(err)
+		return nil, err
 	}
 	return ss, nil
 }
@@ -200,6 +249,7 @@ type limitListener struct {
 	max, perIP int
 	rate       *ipRate
 	log        zerolog.Logger
+	count      *metrics.CounterVec // connections by result
 
 	mu    sync.Mutex
 	total int
@@ -207,8 +257,8 @@ type limitListener struct {
 	conns map[*countedConn]struct{}
 }
 
-func newLimitListener(ln net.Listener, max, perIP int, rate *ipRate, log zerolog.Logger) *limitListener {
-	return &limitListener{Listener: ln, max: max, perIP: perIP, rate: rate, log: log, byIP: map[string]int{}, conns: map[*countedConn]struct{}{}}
+func newLimitListener(ln net.Listener, max, perIP int, rate *ipRate, log zerolog.Logger, count *metrics.CounterVec) *limitListener {
+	return &limitListener{Listener: ln, max: max, perIP: perIP, rate: rate, log: log, count: count, byIP: map[string]int{}, conns: map[*countedConn]struct{}{}}
 }
 
 // closeIdle closes every connection that is not receiving a message,
@@ -242,6 +292,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		ip := remoteIP(c.RemoteAddr())
 		if n, ok := l.rate.allow(ip); !ok {
 			l.log.Warn().Str("remote", c.RemoteAddr().String()).Int("count", n).Int("limit", l.rate.limit.Count).Msg("connection rate limit reached: refused")
+			l.count.Inc("refused_rate")
 			go refuse(c)
 			continue
 		}
@@ -260,9 +311,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		if over {
 			l.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("connection limit reached: refused")
+			l.count.Inc("refused_limit")
 			go refuse(c)
 			continue
 		}
+		l.count.Inc("accepted")
 		return cc, nil
 	}
 }

@@ -67,21 +67,21 @@ func (s *session) setBusy(busy bool) {
 func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	if s.srv.isDraining() {
 		s.closeAfterReply()
-		return toSMTP(&replyShutdown)
+		return s.reply(&replyShutdown)
 	}
 	if n, ok := s.srv.msgRate.allow(remoteIP(s.conn.Conn().RemoteAddr())); !ok {
 		s.srv.log.Warn().Str("remote", s.remote).Int("count", n).Int("limit", s.srv.msgRate.limit.Count).Msg("message rate limit reached")
-		return toSMTP(&replyIPRate)
+		return s.reply(&replyIPRate)
 	}
 	if opts != nil && opts.Size > s.srv.cfg.MaxMessageBytes {
 		// go-smtp's own check allows one byte more (see New).
-		return toSMTP(&replyTooLarge)
+		return s.reply(&replyTooLarge)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if from != "" {
 		if _, err := mailaddr.Normalize(from); err != nil {
-			return toSMTP(replyBadSender.withCause(err))
+			return s.reply(replyBadSender.withCause(err))
 		}
 	}
 	s.from, s.nullSender, s.rcpts, s.size = from, from == "", nil, 0
@@ -98,7 +98,7 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	if err := s.checkRecipient(to); err != nil {
 		s.srv.record(s.envelope(), ingest.SpaceDecision{Recipient: to, Decision: identify.Decision{
 			Outcome: identify.Rejected, Reason: identify.ReasonNoRoute, Detail: err.Error()}})
-		return toSMTP(err)
+		return s.reply(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -124,6 +124,13 @@ func (s *session) checkRecipient(to string) error {
 	return nil
 }
 
+// reply is what the session answers for err: toSMTP's reply, counted.
+func (s *session) reply(err error) error {
+	e := toSMTP(err)
+	s.srv.metrics.replied(e)
+	return e
+}
+
 func (s *session) envelope() ingest.Envelope {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,9 +146,9 @@ func (s *session) envelope() ingest.Envelope {
 func (s *session) Data(r io.Reader) error {
 	res, err := s.receive(r)
 	if err != nil {
-		return toSMTP(err)
+		return s.reply(err)
 	}
-	return toSMTP(summarize(res))
+	return s.reply(summarize(res))
 }
 
 // LMTPData answers once per recipient (RFC 2033 §4.2): each gets the
@@ -150,10 +157,10 @@ func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
 	env := s.envelope()
 	res, err := s.receive(r)
 	if err != nil {
-		return toSMTP(err)
+		return s.reply(err)
 	}
 	for _, rcpt := range env.Recipients {
-		status.SetStatus(rcpt, toSMTP(s.rcptReply(rcpt, res)))
+		status.SetStatus(rcpt, s.reply(s.rcptReply(rcpt, res)))
 	}
 	return nil
 }
@@ -186,6 +193,7 @@ func (s *session) receive(r io.Reader) (res ingest.Result, err error) {
 		}
 		if p := recover(); p != nil {
 			s.srv.log.Error().Str("remote", s.remote).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("panic while handling a message")
+			s.srv.metrics.panics.Inc()
 			err = replyReadFailed.withCause(fmt.Errorf("panic: %v", p))
 		}
 	}()

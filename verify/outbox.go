@@ -97,6 +97,7 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 	var it outboxItem
 	if err := json.Unmarshal(b, &it); err != nil {
 		s.log.Error().Err(err).Str("id", id).Msg("unreadable outbox item dropped")
+		s.mails.Inc("dropped")
 		return s.finish(cctx, id)
 	}
 	to := it.Held.Address
@@ -105,6 +106,7 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 			return err
 		}
 		s.log.Info().Str("to", to).Dur("wait", wait).Msg("verification mail throttled: sent later")
+		s.mails.Inc("throttled")
 		return s.rdb.ZAdd(cctx, s.outboxKey(), redis.Z{Score: float64(s.now().Add(wait).UnixMilli()), Member: id}).Err()
 	}
 	link, err := s.newLink(cctx, to)
@@ -114,11 +116,13 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 	msg, err := s.compose(it.Held, link)
 	if err != nil {
 		s.log.Error().Err(err).Str("to", to).Msg("verification mail cannot be composed: dropped")
+		s.mails.Inc("dropped")
 		return s.finish(cctx, id)
 	}
 	err = s.sender.Send(ctx, s.fromAddress(), to, msg)
 	if err == nil {
 		s.log.Info().Str("to", to).Int("attempt", it.Attempts+1).Msg("verification mail sent")
+		s.mails.Inc("sent")
 		if err := s.countSent(cctx, to); err != nil {
 			s.log.Warn().Err(err).Msg("verification rate counters not updated")
 		}
@@ -129,10 +133,12 @@ func (s *Service) deliver(ctx context.Context, id string) error {
 	temporary := !errors.As(err, &se) || se.Temporary
 	if !temporary || it.Attempts >= maxAttempts {
 		s.log.Error().Err(err).Str("to", to).Int("attempts", it.Attempts).Msg("verification mail given up")
+		s.mails.Inc("failed")
 		return s.finish(cctx, id)
 	}
 	backoff := time.Duration(math.Min(float64(time.Minute)*math.Pow(2, float64(it.Attempts-1)), float64(4*time.Hour)))
 	s.log.Warn().Err(err).Str("to", to).Int("attempts", it.Attempts).Dur("retry_in", backoff).Msg("verification mail deferred")
+	s.mails.Inc("deferred")
 	nb, _ := json.Marshal(it)
 	pipe := s.rdb.Pipeline()
 	pipe.Set(cctx, s.outboxItemKey(id), nb, outboxTTL)

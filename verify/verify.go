@@ -25,6 +25,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/identify/mailaddr"
+	"mailgw/metrics"
 	"mailgw/route"
 )
 
@@ -57,6 +58,8 @@ type Service struct {
 	spaces   map[string]string // key -> name
 	log      zerolog.Logger
 	now      func() time.Time
+	mails    *metrics.CounterVec // verification mails by result
+	confirms *metrics.CounterVec
 }
 
 // Options are what the service needs beyond the verify config section.
@@ -70,6 +73,8 @@ type Options struct {
 	// (replay queues mail that "mailgw serve" sends).
 	Sender Sender
 	Now    func() time.Time
+	// Metrics receives the verification counters; nil counts nothing.
+	Metrics *metrics.Registry
 }
 
 // New wires the service.
@@ -91,9 +96,14 @@ func New(cfg *config.Config, rdb redis.UniversalClient, store *route.Store, log 
 	s := &Service{
 		rdb: rdb, store: store, settings: settings, router: router,
 		dir:      identify.NewDirectory(rdb, opt.Prefix, opt.Timeout),
-		recorder: route.Recorder{Store: store, Log: log},
+		recorder: route.Recorder{Store: store, Log: log, Metrics: route.NewMetrics(opt.Metrics)},
 		sender:   opt.Sender, mailing: cfg.Outbound.Smarthost != "", cfg: cfg.Verify, opt: opt,
 		spaces: map[string]string{}, log: log.With().Str("component", "verify").Logger(), now: opt.Now,
+		mails: opt.Metrics.CounterVec("mailgw_verification_mails_total",
+			"Verification mails by result: sent, deferred (retried later), throttled (rate limit, sent later), failed (given up), dropped (could not be composed), not_sent (address must not be mailed).",
+			"result"),
+		confirms: opt.Metrics.CounterVec("mailgw_verification_confirmations_total",
+			"Addresses confirmed through their verification link (first use of a link)."),
 	}
 	for _, sp := range cfg.Spaces {
 		s.spaces[sp.Key] = sp.Name
@@ -160,6 +170,7 @@ func (s *Service) fromAddress() string {
 func (s *Service) OnHeld(ctx context.Context, h Held) error {
 	if ok, why := s.mailable(h.Address); !ok {
 		s.log.Info().Str("address", h.Address).Str("why", why).Msg("verification mail not sent")
+		s.mails.Inc("not_sent")
 		return nil
 	}
 	ctx, cancel := s.ctx(ctx)
@@ -334,6 +345,7 @@ func (s *Service) Confirm(ctx context.Context, token string) (Pending, []string,
 		if err := s.rdb.Set(cctx, s.tokenKey(token), b, redis.KeepTTL).Err(); err != nil {
 			return p, ids, fmt.Errorf("verify: mark token used: %w", err)
 		}
+		s.confirms.Inc()
 	}
 	return p, ids, nil
 }

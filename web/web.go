@@ -1,6 +1,6 @@
 // Package web serves mailgw's HTTP endpoints: the verification pages an
 // unknown sender reaches from the link in their mail, /healthz and /readyz
-// for orchestrators. GET never changes anything (mail scanners and link
+// for orchestrators, /metrics for Prometheus. GET never changes anything (mail scanners and link
 // previews open links); only the Confirm button's POST does.
 package web
 
@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"mailgw/metrics"
 	"mailgw/verify"
 )
 
@@ -35,12 +36,14 @@ type Check func(ctx context.Context) error
 type Server struct {
 	verifier Verifier
 	ready    map[string]Check
+	metrics  *metrics.Registry
 	log      zerolog.Logger
 }
 
-// New returns the HTTP handlers; ready names the checks /readyz runs.
-func New(v Verifier, ready map[string]Check, log zerolog.Logger) *Server {
-	return &Server{verifier: v, ready: ready, log: log.With().Str("component", "web").Logger()}
+// New returns the HTTP handlers; ready names the checks /readyz runs, and
+// reg, when not nil, is served at /metrics.
+func New(v Verifier, ready map[string]Check, reg *metrics.Registry, log zerolog.Logger) *Server {
+	return &Server{verifier: v, ready: ready, metrics: reg, log: log.With().Str("component", "web").Logger()}
 }
 
 // Handler routes requests.
@@ -53,6 +56,9 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
 	return securityHeaders(mux)
 }
 

@@ -91,7 +91,7 @@ func wire(ctx context.Context, cfgPath string) (*setup, error) {
 		return nil, err
 	}
 	log := zerolog.Nop()
-	logWriter := route.NewLogWriter(ingest.NewStore(cfg, rdb), log)
+	logWriter := route.NewLogWriter(ingest.NewStore(cfg, rdb), log, nil)
 	batcher := route.NewBatcher(ctx, rdb, 2, cfg.Redis.Timeout.D())
 	h, err := ingest.New(cfg, rdb, log, ingest.Options{LogWriter: logWriter, Batcher: batcher})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/metrics"
 	"mailgw/verify"
 )
 
@@ -169,7 +170,7 @@ func (a *app) close() {
 
 // verifier builds the verification stage; sender is nil except in serve,
 // the one process that delivers the outbox.
-func (a *app) verifier(sender verify.Sender) (*verify.Service, error) {
+func (a *app) verifier(sender verify.Sender, reg *metrics.Registry) (*verify.Service, error) {
 	return verify.New(a.cfg, a.rdb, ingest.NewStore(a.cfg, a.rdb), a.log, verify.Options{
 		Prefix:    a.cfg.Redis.Prefix,
 		Timeout:   a.cfg.Redis.Timeout.D(),
@@ -177,6 +178,7 @@ func (a *app) verifier(sender verify.Sender) (*verify.Service, error) {
 		From:      a.cfg.Outbound.From,
 		Hostname:  a.cfg.Hostname,
 		Sender:    sender,
+		Metrics:   reg,
 	})
 }
 

@@ -65,7 +65,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer a.close()
 	opts := ingest.Options{DryRun: *dryRun}
 	if !*dryRun {
-		v, err := a.verifier(nil)
+		v, err := a.verifier(nil, nil)
 		if err != nil {
 			return usageError{err}
 		}

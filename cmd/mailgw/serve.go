@@ -15,8 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"mailgw/imap"
 	"mailgw/ingest"
+	"mailgw/metrics"
 	"mailgw/route"
 	"mailgw/smtp"
 	"mailgw/verify"
@@ -43,13 +46,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer stop()
 	}
 
+	reg := metrics.NewRegistry()
+	metrics.RegisterProcess(reg)
+	registerRedisMetrics(reg, a.rdb)
 	var sender verify.Sender
 	if cfg.Outbound.Smarthost != "" {
 		if sender, err = verify.NewSmarthost(cfg.Outbound, cfg.Hostname, os.Getenv(cfg.Outbound.PasswordEnv)); err != nil {
 			return usageError{err}
 		}
 	}
-	vs, err := a.verifier(sender)
+	vs, err := a.verifier(sender, reg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -57,11 +63,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := store.LoadScripts(ctx); err != nil {
 		return err
 	}
-	logWriter := route.NewLogWriter(store, a.log)
+	logWriter := route.NewLogWriter(store, a.log, route.NewMetrics(reg))
 	batchCtx, stopBatcher := context.WithCancel(context.Background())
 	defer stopBatcher()
 	batcher := route.NewBatcher(batchCtx, a.rdb, 2, cfg.Redis.Timeout.D())
-	h, err := ingest.New(cfg, a.rdb, a.log, ingest.Options{Verifier: vs, LogWriter: logWriter, Batcher: batcher})
+	h, err := ingest.New(cfg, a.rdb, a.log, ingest.Options{Verifier: vs, LogWriter: logWriter, Batcher: batcher, Metrics: reg})
 	if err != nil {
 		return usageError{err}
 	}
@@ -69,6 +75,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
+	srv.Instrument(reg)
 	smtpLn, err := smtp.Listen(cfg.SMTP)
 	if err != nil {
 		return err
@@ -90,7 +97,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		},
 	}
 	httpSrv := &http.Server{
-		Handler:           web.New(vs, checks, a.log).Handler(),
+		Handler:           web.New(vs, checks, reg, a.log).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -103,7 +110,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	workCtx, stopWork := context.WithCancel(context.Background())
 	defer stopWork()
 	go vs.Run(workCtx, time.Second)
-	pollersDone, err := startPollers(workCtx, a, h)
+	pollersDone, err := startPollers(workCtx, a, h, reg)
 	if err != nil {
 		return err
 	}
@@ -141,6 +148,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// registerRedisMetrics exposes the client's connection pool: timeouts
+// and a pool at its limit explain 451s before Redis itself looks unwell.
+func registerRedisMetrics(reg *metrics.Registry, rdb redis.UniversalClient) {
+	stat := func(read func(*redis.PoolStats) uint32) func() float64 {
+		return func() float64 { return float64(read(rdb.PoolStats())) }
+	}
+	reg.CounterFunc("mailgw_redis_pool_hits_total", "Times a free Redis connection was found in the pool.", stat(func(s *redis.PoolStats) uint32 { return s.Hits }))
+	reg.CounterFunc("mailgw_redis_pool_misses_total", "Times no free Redis connection was in the pool and one was dialled.", stat(func(s *redis.PoolStats) uint32 { return s.Misses }))
+	reg.CounterFunc("mailgw_redis_pool_timeouts_total", "Times waiting for a Redis connection from the pool timed out.", stat(func(s *redis.PoolStats) uint32 { return s.Timeouts }))
+	reg.GaugeFunc("mailgw_redis_pool_connections", "Redis connections in the pool.", stat(func(s *redis.PoolStats) uint32 { return s.TotalConns }))
+	reg.GaugeFunc("mailgw_redis_pool_idle_connections", "Idle Redis connections in the pool.", stat(func(s *redis.PoolStats) uint32 { return s.IdleConns }))
+}
+
 // setMemoryLimit gives the garbage collector a target near what the
 // in-flight budget allows, so that garbage from large messages does not
 // pile up until the heap has doubled. Below that limit the collector runs
@@ -174,7 +194,7 @@ func startCPUProfile(path string) (func(), error) {
 
 // startPollers runs one poller per configured mailbox; the returned
 // channel closes when all have stopped after ctx ends.
-func startPollers(ctx context.Context, a *app, h *ingest.Handler) (<-chan struct{}, error) {
+func startPollers(ctx context.Context, a *app, h *ingest.Handler, reg *metrics.Registry) (<-chan struct{}, error) {
 	var wg sync.WaitGroup
 	for _, m := range a.cfg.IMAP {
 		pw, err := imap.Password(m)
@@ -185,6 +205,7 @@ func startPollers(ctx context.Context, a *app, h *ingest.Handler) (<-chan struct
 			Prefix:          a.cfg.Redis.Prefix,
 			RedisTimeout:    a.cfg.Redis.Timeout.D(),
 			MaxMessageBytes: a.cfg.SMTP.MaxMessageBytes,
+			Metrics:         reg,
 		})
 		wg.Go(func() { p.Run(ctx) })
 	}

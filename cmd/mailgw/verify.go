@@ -76,7 +76,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				if err != nil {
 					return err
 				}
-				v, err := a.verifier(nil)
+				v, err := a.verifier(nil, nil)
 				if err != nil {
 					return err
 				}
