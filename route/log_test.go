@@ -231,3 +231,43 @@ func TestReadCountZero(t *testing.T) {
 		}
 	})
 }
+
+func TestBareMessageID(t *testing.T) {
+	for in, want := range map[string]string{
+		"a@example.com":         "a@example.com",
+		"<a@example.com>":       "a@example.com",
+		" < a@example.com > ":   "a@example.com",
+		"<<a@example.com>>":     "<a@example.com>",
+		"<script>x@example.com": "<script>x@example.com",
+		"a@example.com>":        "a@example.com>",
+		"<>":                    "",
+		"<":                     "<",
+		"":                      "",
+	} {
+		if got := BareMessageID(in); got != want {
+			t.Errorf("BareMessageID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLogFilter(t *testing.T) {
+	e := Entry{Channel: "smtp", MessageID: "m@example.com", From: "carol@example.com", Space: "IT", Outcome: "rejected", Reason: "blocked_sender"}
+	tests := []struct {
+		f    LogFilter
+		want bool
+	}{
+		{LogFilter{}, true},
+		{LogFilter{Space: "it"}, true},
+		{LogFilter{Space: "BILL"}, false},
+		{LogFilter{Reason: "blocked_sender", Outcome: "rejected"}, true},
+		{LogFilter{Reason: "blocked_sender", Outcome: "queued"}, false},
+		{LogFilter{From: "carol@example.com", MessageID: "m@example.com"}, true},
+		{LogFilter{From: "Carol@example.com"}, false}, // callers normalize first
+		{LogFilter{MessageID: "<m@example.com>"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.f.Match(e); got != tt.want {
+			t.Errorf("%+v.Match = %v, want %v", tt.f, got, tt.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -594,6 +595,33 @@ func (s *Store) read(ctx context.Context, key, after string, count int64, block 
 
 // KeyPrefix returns the configured key prefix.
 func (s *Store) KeyPrefix() string { return s.opt.Prefix }
+
+// LogFilter selects decision log entries; an empty field matches all.
+// From and MessageID are compared as stored: a normalized address and a
+// Message-ID without angle brackets.
+type LogFilter struct {
+	Space, Reason, Outcome, From, MessageID string
+}
+
+// BareMessageID returns id as the log stores it: without surrounding
+// space and one enclosing pair of angle brackets. Only a pair is taken
+// off, so an id that merely starts with "<" is still found.
+func BareMessageID(id string) string {
+	id = strings.TrimSpace(id)
+	if len(id) >= 2 && id[0] == '<' && id[len(id)-1] == '>' {
+		id = strings.TrimSpace(id[1 : len(id)-1])
+	}
+	return id
+}
+
+// Match reports whether e passes the filter.
+func (f LogFilter) Match(e Entry) bool {
+	return (f.Space == "" || strings.EqualFold(e.Space, f.Space)) &&
+		(f.Reason == "" || e.Reason == f.Reason) &&
+		(f.Outcome == "" || e.Outcome == f.Outcome) &&
+		(f.From == "" || e.From == f.From) &&
+		(f.MessageID == "" || e.MessageID == f.MessageID)
+}
 
 // LastLog returns up to n of the newest log entries that match, oldest
 // first, and the id of the newest entry of the log ("0-0" when empty) to

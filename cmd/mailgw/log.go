@@ -19,42 +19,30 @@ import (
 // a bounded wait keeps Ctrl-C and a lost connection noticed.
 const followWait = 5 * time.Second
 
-type logFilter struct {
-	space, reason, from, messageID, outcome string
-}
-
-func (f logFilter) match(e route.Entry) bool {
-	return (f.space == "" || strings.EqualFold(e.Space, f.space)) &&
-		(f.reason == "" || e.Reason == f.reason) &&
-		(f.outcome == "" || e.Outcome == f.outcome) &&
-		(f.from == "" || e.From == f.from) &&
-		(f.messageID == "" || e.MessageID == f.messageID)
-}
-
 func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("log", flag.ContinueOnError)
 	var g globalFlags
 	g.register(fs)
-	var f logFilter
+	var f route.LogFilter
 	follow := fs.Bool("follow", false, "keep printing new decisions")
-	fs.StringVar(&f.space, "space", "", "only decisions for this space `KEY`")
-	fs.StringVar(&f.reason, "reason", "", "only decisions with this `reason` code")
-	fs.StringVar(&f.outcome, "outcome", "", "only decisions with this outcome (queued, held, ignored, rejected, deferred)")
-	fs.StringVar(&f.from, "from", "", "only decisions about mail from this `address`")
-	fs.StringVar(&f.messageID, "message-id", "", "only decisions about this Message-ID (without angle brackets)")
+	fs.StringVar(&f.Space, "space", "", "only decisions for this space `KEY`")
+	fs.StringVar(&f.Reason, "reason", "", "only decisions with this `reason` code")
+	fs.StringVar(&f.Outcome, "outcome", "", "only decisions with this outcome (queued, held, ignored, rejected, deferred)")
+	fs.StringVar(&f.From, "from", "", "only decisions about mail from this `address`")
+	fs.StringVar(&f.MessageID, "message-id", "", "only decisions about this Message-ID (without angle brackets)")
 	n := fs.Int64("n", 50, "how many of the newest matching decisions to print first")
 	asJSON := fs.Bool("json", false, "print one JSON object per decision")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	if f.from != "" {
-		na, err := mailaddr.Normalize(f.from)
+	if f.From != "" {
+		na, err := mailaddr.Normalize(f.From)
 		if err != nil {
 			return usageError{err}
 		}
-		f.from = na
+		f.From = na
 	}
-	f.messageID = strings.Trim(f.messageID, "<> ")
+	f.MessageID = route.BareMessageID(f.MessageID)
 	a, err := openApp(ctx, g, stderr, false)
 	if err != nil {
 		return err
@@ -74,7 +62,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			e.Time.UTC().Format(time.RFC3339), e.Channel, e.Outcome, e.Reason, dash(e.Space), dash(e.Request), dash(e.From), e.MessageID, e.Detail)
 		return err
 	}
-	entries, last, err := store.LastLog(ctx, *n, f.match)
+	entries, last, err := store.LastLog(ctx, *n, f.Match)
 	if err != nil {
 		return err
 	}
@@ -96,7 +84,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		for _, e := range batch {
 			last = e.ID
-			if f.match(e) {
+			if f.Match(e) {
 				if err := print(e); err != nil {
 					return err
 				}
