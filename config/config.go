@@ -76,6 +76,10 @@ type TLS struct {
 type HTTP struct {
 	Listen    string `yaml:"listen"`
 	PublicURL string `yaml:"public_url"`
+	// AdminTokenEnv names the environment variable holding the token of
+	// the decision-log page and the admin API; without it they are not
+	// served at all.
+	AdminTokenEnv string `yaml:"admin_token_env"`
 }
 
 // Outbound is the smarthost verification mail is sent through.

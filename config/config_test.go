@@ -187,6 +187,8 @@ func TestValidationProblems(t *testing.T) {
 		{"http listen", minimal + `http: {listen: "8080", public_url: "http://x"}`, []string{"http.listen: not a host:port address"}},
 		{"http public url", minimal + `http: {public_url: "ftp://x/"}`,
 			[]string{"http.public_url: must be an absolute http:// or https:// URL without query or fragment"}},
+		{"http admin token env", minimal + `http: {admin_token_env: "ADMIN TOKEN"}`,
+			[]string{"http.admin_token_env: not an environment variable name"}},
 		{"http public url relative", minimal + `http: {public_url: "/verify"}`,
 			[]string{"http.public_url: must be an absolute http:// or https:// URL without query or fragment"}},
 		{"outbound", minimal + `outbound: {smarthost: "relay.example.com", tls: maybe, username: u}`,

@@ -151,6 +151,9 @@ func (c *Config) validateHTTP(p *problems) {
 		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		p.add("http.public_url", "must be an absolute http:// or https:// URL without query or fragment")
 	}
+	if h.AdminTokenEnv != "" && !isEnvName(h.AdminTokenEnv) {
+		p.add("http.admin_token_env", "not an environment variable name")
+	}
 }
 
 func (c *Config) validateOutbound(p *problems) {

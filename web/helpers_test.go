@@ -116,7 +116,7 @@ func newSite(t *testing.T, b *testkit.Backend, checks map[string]web.Check) *sit
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.srv = httptest.NewServer(web.New(s.svc, checks, nil, zerolog.Nop()).Handler())
+	s.srv = httptest.NewServer(web.New(web.Options{Verifier: s.svc, Ready: checks}, zerolog.Nop()).Handler())
 	t.Cleanup(s.srv.Close)
 	return s
 }

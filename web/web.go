@@ -1,6 +1,7 @@
 // Package web serves mailgw's HTTP endpoints: the verification pages an
 // unknown sender reaches from the link in their mail, /healthz and /readyz
-// for orchestrators, /metrics for Prometheus. GET never changes anything (mail scanners and link
+// for orchestrators, /metrics for Prometheus, and, when an admin token is
+// configured, the decision-log page and its JSON API. GET never changes anything (mail scanners and link
 // previews open links); only the Confirm button's POST does.
 package web
 
@@ -34,16 +35,26 @@ type Check func(ctx context.Context) error
 
 // Server holds the handlers.
 type Server struct {
-	verifier Verifier
-	ready    map[string]Check
-	metrics  *metrics.Registry
-	log      zerolog.Logger
+	opt Options
+	log zerolog.Logger
 }
 
-// New returns the HTTP handlers; ready names the checks /readyz runs, and
-// reg, when not nil, is served at /metrics.
-func New(v Verifier, ready map[string]Check, reg *metrics.Registry, log zerolog.Logger) *Server {
-	return &Server{verifier: v, ready: ready, metrics: reg, log: log.With().Str("component", "web").Logger()}
+// Options are what the handlers serve.
+type Options struct {
+	Verifier Verifier
+	// Ready names the checks /readyz runs.
+	Ready map[string]Check
+	// Metrics, when set, is served at /metrics.
+	Metrics *metrics.Registry
+	// AdminToken, when set, enables the decision-log page and the admin
+	// API, which read DecisionLog; requests must present the token.
+	AdminToken  string
+	DecisionLog DecisionLog
+}
+
+// New returns the HTTP handlers.
+func New(opt Options, log zerolog.Logger) *Server {
+	return &Server{opt: opt, log: log.With().Str("component", "web").Logger()}
 }
 
 // Handler routes requests.
@@ -56,8 +67,12 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	if s.metrics != nil {
-		mux.Handle("GET /metrics", s.metrics.Handler())
+	if s.opt.Metrics != nil {
+		mux.Handle("GET /metrics", s.opt.Metrics.Handler())
+	}
+	if s.opt.AdminToken != "" && s.opt.DecisionLog != nil {
+		mux.Handle("GET /admin/log", s.admin(s.logPage))
+		mux.Handle("GET /api/log", s.admin(s.logAPI))
 	}
 	return securityHeaders(mux)
 }
@@ -106,7 +121,7 @@ func (s *Server) tokenError(w http.ResponseWriter, err error) {
 
 func (s *Server) showVerify(w http.ResponseWriter, r *http.Request) {
 	token := r.PathValue("token")
-	p, err := s.verifier.Inspect(r.Context(), token)
+	p, err := s.opt.Verifier.Inspect(r.Context(), token)
 	if err != nil {
 		s.tokenError(w, err)
 		return
@@ -121,7 +136,7 @@ func (s *Server) showVerify(w http.ResponseWriter, r *http.Request) {
 func (s *Server) confirm(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	p, ids, err := s.verifier.Confirm(ctx, r.PathValue("token"))
+	p, ids, err := s.opt.Verifier.Confirm(ctx, r.PathValue("token"))
 	if err != nil {
 		s.tokenError(w, err)
 		return
@@ -135,7 +150,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	status, body := http.StatusOK, ""
-	for name, check := range s.ready {
+	for name, check := range s.opt.Ready {
 		if err := check(ctx); err != nil {
 			status = http.StatusServiceUnavailable
 			body += name + ": not ready\n"

@@ -287,7 +287,7 @@ func TestHealth(t *testing.T) {
 
 // TestNoChecksReady: with no checks configured, /readyz is ready.
 func TestNoChecksReady(t *testing.T) {
-	srv := httptest.NewServer(web.New(nil, nil, nil, zerolog.Nop()).Handler())
+	srv := httptest.NewServer(web.New(web.Options{}, zerolog.Nop()).Handler())
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/readyz")
 	if err != nil {
@@ -328,7 +328,7 @@ func TestConfirmFormBehindPathPrefix(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testkit.Backend) {
 		s := newSite(t, b, nil)
 		token := s.pending("dave@other.example", "m1@other.example", "it@example.com")
-		proxy := httptest.NewServer(http.StripPrefix("/helpdesk", web.New(s.svc, nil, nil, zerolog.Nop()).Handler()))
+		proxy := httptest.NewServer(http.StripPrefix("/helpdesk", web.New(web.Options{Verifier: s.svc}, zerolog.Nop()).Handler()))
 		defer proxy.Close()
 		pageURL := proxy.URL + "/helpdesk/verify/" + token
 		resp, err := proxy.Client().Get(pageURL)

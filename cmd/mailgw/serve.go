@@ -59,6 +59,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
+	adminToken, err := readAdminToken(cfg.HTTP.AdminTokenEnv)
+	if err != nil {
+		return usageError{err}
+	}
 	store := ingest.NewStore(cfg, a.rdb)
 	if err := store.LoadScripts(ctx); err != nil {
 		return err
@@ -97,7 +101,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		},
 	}
 	httpSrv := &http.Server{
-		Handler:           web.New(vs, checks, reg, a.log).Handler(),
+		Handler: web.New(web.Options{
+			Verifier: vs, Ready: checks, Metrics: reg,
+			AdminToken: adminToken, DecisionLog: store,
+		}, a.log).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -146,6 +153,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logWriter.Close(dctx)
 	a.log.Info().Msg("stopped")
 	return nil
+}
+
+// minAdminToken is the shortest admin token accepted: the pages show who
+// wrote in and why, so a guessable token is refused at start.
+const minAdminToken = 16
+
+// readAdminToken reads the admin token from the variable http.admin_token_env
+// names; "" when none is configured. A configured but short or empty
+// token stops the start rather than leaving the pages open or silently off.
+func readAdminToken(env string) (string, error) {
+	if env == "" {
+		return "", nil
+	}
+	tok := strings.TrimSpace(os.Getenv(env))
+	if len(tok) < minAdminToken {
+		return "", fmt.Errorf("http.admin_token_env: $%s must hold a token of at least %d characters", env, minAdminToken)
+	}
+	return tok, nil
 }
 
 // registerRedisMetrics exposes the client's connection pool: timeouts
