@@ -222,6 +222,9 @@ func parseVerification(t testing.TB, raw []byte, publicURL string) verificationM
 
 // ---- mailgw ----
 
+// adminToken opens the decision-log page of every gateway under test.
+const adminToken = "browser-test-admin-token-5f1e"
+
 // gwOptions configure one mailgw under test.
 type gwOptions struct {
 	RedisURL  string
@@ -232,7 +235,7 @@ type gwOptions struct {
 const configTemplate = `hostname: %s
 redis: {url: %q}
 smtp: {listen: "127.0.0.1:%d"}
-http: {listen: "127.0.0.1:%d", public_url: "http://127.0.0.1:%d"}
+http: {listen: "127.0.0.1:%d", public_url: "http://127.0.0.1:%d", admin_token_env: MAILGW_ADMIN_TOKEN}
 outbound:
   smarthost: %q
   from: "Example Support <support@example.com>"
@@ -264,7 +267,7 @@ func startGateway(t *testing.T, opts gwOptions) *gateway {
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		g := &gateway{proc: proctest.StartMailgw(t, mailgwBin, "serve", "--config", cfg)}
+		g := &gateway{proc: proctest.StartMailgwEnv(t, mailgwBin, []string{"MAILGW_ADMIN_TOKEN=" + adminToken}, "serve", "--config", cfg)}
 		g.SMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(smtpPort))
 		g.PublicURL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
 		err := g.waitReady()
