@@ -84,8 +84,10 @@ func (s *Server) Instrument(reg *metrics.Registry) {
 }
 
 func (m *serverMetrics) replied(err error) {
+	// Accepted mail is answered through the same error type (go-smtp
+	// sends a Reply's code as it is), so the code tells success apart.
 	var se *gosmtp.SMTPError
-	if errors.As(err, &se) {
+	if errors.As(err, &se) && se.Code >= 400 {
 		e := se.EnhancedCode
 		m.errorReplies.Inc(strconv.Itoa(se.Code), strconv.Itoa(e[0])+"."+strconv.Itoa(e[1])+"."+strconv.Itoa(e[2]))
 	}
