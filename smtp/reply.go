@@ -60,6 +60,7 @@ var (
 	replyNoMailbox   = Reply{Code: 550, Enhanced: gosmtp.EnhancedCode{5, 1, 1}, Reason: identify.ReasonNoRoute, Text: "No such mailbox here (no_route)"}
 	replyBadAddress  = Reply{Code: 501, Enhanced: gosmtp.EnhancedCode{5, 1, 3}, Text: "Bad recipient address syntax"}
 	replyBadSender   = Reply{Code: 501, Enhanced: gosmtp.EnhancedCode{5, 1, 7}, Text: "Bad sender address syntax"}
+	replyNestedMail  = Reply{Code: 503, Enhanced: gosmtp.EnhancedCode{5, 5, 1}, Text: "Nested MAIL command: finish or RSET the transaction first"}
 	replyBareNewline = Reply{Code: 554, Enhanced: gosmtp.EnhancedCode{5, 6, 0}, Reason: identify.ReasonMalformed, Text: "Bare LF or CR in message: lines must end with CRLF (malformed)"}
 	replyLineTooLong = Reply{Code: 554, Enhanced: gosmtp.EnhancedCode{5, 6, 0}, Reason: identify.ReasonMalformed, Text: "Line too long (malformed)"}
 	replyTooLarge    = Reply{Code: 552, Enhanced: gosmtp.EnhancedCode{5, 3, 4}, Reason: identify.ReasonTooLarge, Text: "Message too big (too_large)"}

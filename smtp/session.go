@@ -26,6 +26,7 @@ type session struct {
 	remote  string
 
 	mu         sync.Mutex
+	inMail     bool // MAIL accepted, transaction not yet ended
 	from       string
 	nullSender bool
 	size       int64 // SIZE declared at MAIL, 0 if none
@@ -41,7 +42,7 @@ var (
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.from, s.nullSender, s.rcpts, s.size = "", false, nil, 0
+	s.inMail, s.from, s.nullSender, s.rcpts, s.size = false, "", false, nil, 0
 }
 
 func (s *session) Logout() error {
@@ -79,12 +80,19 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// go-smtp takes a second MAIL in a transaction and keeps the first
+	// one's recipients, while a new sender here would start with none:
+	// the message would reach DATA with recipients the session does not
+	// know. RFC 5321 §4.1.4 refuses a nested MAIL; so does mailgw.
+	if s.inMail {
+		return s.reply(&replyNestedMail)
+	}
 	if from != "" {
 		if _, err := mailaddr.Normalize(from); err != nil {
 			return s.reply(replyBadSender.withCause(err))
 		}
 	}
-	s.from, s.nullSender, s.rcpts, s.size = from, from == "", nil, 0
+	s.inMail, s.from, s.nullSender, s.rcpts, s.size = true, from, from == "", nil, 0
 	if opts != nil {
 		s.size = opts.Size
 	}

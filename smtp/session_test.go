@@ -291,6 +291,39 @@ func TestSenders(t *testing.T) {
 	}
 }
 
+// TestNestedMail: a second MAIL inside a transaction is refused and the
+// transaction goes on with its first sender and recipients, so the
+// message is handed over with the envelope the client was told about.
+func TestNestedMail(t *testing.T) {
+	ts, h := fakeServer(t, nil)
+	c := dialRaw(t, ts.addr)
+	c.greet()
+	steps := []struct {
+		line string
+		code int
+	}{
+		{"MAIL FROM:<carol@example.com>", 250},
+		{"RCPT TO:<it@example.com>", 250},
+		{"MAIL FROM:<mallory@example.com>", 503},
+		{"MAIL FROM:<>", 503},
+		{"DATA", 354},
+		{message("carol@example.com", "it@example.com", "nested", "hello") + ".", 250},
+		// After the transaction, and after RSET, MAIL starts a new one.
+		{"MAIL FROM:<bob@partner.example>", 250},
+		{"RSET", 250},
+		{"MAIL FROM:<carol@example.com>", 250},
+	}
+	for _, st := range steps {
+		if r := c.cmd(st.line); r.code != st.code || st.code == 503 && r.enhanced() != "5.5.1" {
+			t.Fatalf("%.30q: %v, want %d", st.line, r, st.code)
+		}
+	}
+	msgs := h.takeMessages()
+	if len(msgs) != 1 || msgs[0].env.MailFrom != "carol@example.com" || !slices.Equal(msgs[0].env.Recipients, []string{"it@example.com"}) {
+		t.Fatalf("handed over %+v, want carol's message to it@", msgs)
+	}
+}
+
 func TestTooManyRecipients(t *testing.T) {
 	ts, h := fakeServer(t, func(c *config.Config) { c.SMTP.MaxRecipients = 2 })
 	c := dialRaw(t, ts.addr)
