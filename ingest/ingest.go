@@ -39,9 +39,10 @@ type Envelope struct {
 	// SMTP can tell apart from "unknown".
 	MailFrom   string
 	NullSender bool
-	// Recipients are the envelope recipients. When empty (replay without
-	// --to), the space addresses found in X-Original-To, Delivered-To, To
-	// and Cc are used.
+	// Recipients are the envelope recipients. When empty on the replay
+	// channel (replay without --to), the space addresses found in
+	// X-Original-To, Delivered-To, To and Cc are used; on other channels
+	// no recipient is a no_route decision.
 	Recipients []string
 	ReceivedAt time.Time
 	RemoteAddr string
@@ -227,12 +228,16 @@ type spaceRcpt struct {
 }
 
 // spacesFor returns the spaces a message goes to, each once, in recipient
-// order, and the envelope recipients that route nowhere. Without envelope
-// recipients, header addresses of no space are simply not ours; if none is,
-// that is one unrouted recipient "".
+// order, and the envelope recipients that route nowhere. A replayed message
+// without envelope recipients goes where its headers say; header addresses
+// of no space are simply not ours. A message that ends up with no space is
+// one unrouted recipient "".
 func (h *Handler) spacesFor(m *message) ([]spaceRcpt, []string) {
 	rcpts := m.env.Recipients
-	fromHeaders := len(rcpts) == 0
+	// Only replay may route by headers: on SMTP and IMAP the envelope (or
+	// the mailbox's address) is what the sender's server delivered to, and
+	// a header is whatever the sender wrote.
+	fromHeaders := len(rcpts) == 0 && m.env.Channel == ChannelReplay
 	if fromHeaders {
 		rcpts = HeaderRecipients(m.msg)
 	}
@@ -252,7 +257,7 @@ func (h *Handler) spacesFor(m *message) ([]spaceRcpt, []string) {
 			out = append(out, spaceRcpt{sp, r})
 		}
 	}
-	if fromHeaders && len(out) == 0 {
+	if len(out) == 0 && len(unrouted) == 0 {
 		unrouted = append(unrouted, "")
 	}
 	return out, unrouted

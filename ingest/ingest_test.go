@@ -230,6 +230,14 @@ func TestRecipients(t *testing.T) {
 	if len(r.Decisions) != 2 || r.Decisions[0].Reason != identify.ReasonNoRoute || r.Decisions[1].Space != "IT" {
 		t.Fatalf("envelope recipients: %+v", r.Decisions)
 	}
+	// Only replay routes by headers: a message that reaches SMTP or IMAP
+	// with no envelope recipient goes nowhere, whatever its To says.
+	for _, channel := range []string{ingest.ChannelSMTP, ingest.ChannelIMAP} {
+		r = h.Handle(ctx, ingest.Envelope{Channel: channel}, raw)
+		if d := only(t, r); d.Space != "" || d.Outcome != identify.Rejected || d.Reason != identify.ReasonNoRoute {
+			t.Errorf("%s without envelope recipients: %+v, want one no_route", channel, d)
+		}
+	}
 	// A dry run writes nothing but what seeding wrote: no space keys, log or holds.
 	keys, err := rdb.Keys(ctx, "*").Result()
 	if err != nil {
