@@ -103,7 +103,7 @@ func New(cfg *config.Config, rdb redis.UniversalClient, store *route.Store, log 
 			"Verification mails by result: sent, deferred (retried later), throttled (rate limit, sent later), failed (given up), dropped (could not be composed), not_sent (address must not be mailed).",
 			"result"),
 		confirms: opt.Metrics.CounterVec("mailgw_verification_confirmations_total",
-			"Addresses confirmed through their verification link (first use of a link)."),
+			"Pending accounts activated through their verification link. Under signup: open accounts start active, so their links are not counted."),
 	}
 	for _, sp := range cfg.Spaces {
 		s.spaces[sp.Key] = sp.Name
@@ -331,6 +331,10 @@ func (s *Service) Confirm(ctx context.Context, token string) (Pending, []string,
 	case status == identify.StatusDisabled:
 		// An operator disabled the account: a link must not undo that.
 		return p, nil, ErrExpired
+	case status == identify.StatusPending:
+		// Activate changes the status atomically, so concurrent clicks on
+		// one link count once.
+		s.confirms.Inc()
 	}
 	ids, spaces, err := s.release(ctx, rec.Address, "confirmed by the sender")
 	if err != nil {
@@ -345,7 +349,6 @@ func (s *Service) Confirm(ctx context.Context, token string) (Pending, []string,
 		if err := s.rdb.Set(cctx, s.tokenKey(token), b, redis.KeepTTL).Err(); err != nil {
 			return p, ids, fmt.Errorf("verify: mark token used: %w", err)
 		}
-		s.confirms.Inc()
 	}
 	return p, ids, nil
 }
