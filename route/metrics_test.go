@@ -3,31 +3,14 @@ package route
 import (
 	"context"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"mailgw/internal/testkit"
 	"mailgw/metrics"
 )
-
-// samples returns the sample lines of reg that start with prefix, in the
-// registry's (sorted) order; nil when there are none.
-func samples(t *testing.T, reg *metrics.Registry, prefix string) []string {
-	t.Helper()
-	var b strings.Builder
-	if _, err := reg.WriteTo(&b); err != nil {
-		t.Fatalf("WriteTo: %v", err)
-	}
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 const (
 	decisionsSeries = "mailgw_decisions_total{"
@@ -83,10 +66,10 @@ func TestRecorderMetrics(t *testing.T) {
 				if rec.Writer != nil {
 					rec.Writer.Close(ctx)
 				}
-				if got := samples(t, reg, decisionsSeries); !slices.Equal(got, tt.want) {
+				if got := testkit.MetricSamples(t, reg, decisionsSeries); !slices.Equal(got, tt.want) {
 					t.Errorf("decisions = %q, want %q", got, tt.want)
 				}
-				if got := samples(t, reg, logErrorsSeries); got != nil {
+				if got := testkit.MetricSamples(t, reg, logErrorsSeries); got != nil {
 					t.Errorf("log errors with Redis up = %q, want none", got)
 				}
 				// The counts agree with what the stream got.
@@ -147,10 +130,10 @@ func TestDecisionLogErrorMetrics(t *testing.T) {
 						t.Fatal("log writer not flushed in time")
 					}
 				}
-				if got := samples(t, reg, logErrorsSeries); !slices.Equal(got, want) {
+				if got := testkit.MetricSamples(t, reg, logErrorsSeries); !slices.Equal(got, want) {
 					t.Errorf("log errors = %q, want %q", got, want)
 				}
-				if got := samples(t, reg, decisionsSeries); !slices.Equal(got, metricDecisions) {
+				if got := testkit.MetricSamples(t, reg, decisionsSeries); !slices.Equal(got, metricDecisions) {
 					t.Errorf("decisions = %q, want %q", got, metricDecisions)
 				}
 			})

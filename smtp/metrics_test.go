@@ -14,6 +14,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/internal/testkit"
 	"mailgw/metrics"
 )
 
@@ -56,23 +57,6 @@ func startInstrumented(t *testing.T, mod func(*config.Config)) (*testServer, *fa
 	return ts, h, reg
 }
 
-// samples returns the sample lines of reg that start with prefix, in the
-// registry's (sorted) order; nil when there are none.
-func samples(t testing.TB, reg *metrics.Registry, prefix string) []string {
-	t.Helper()
-	var b strings.Builder
-	if _, err := reg.WriteTo(&b); err != nil {
-		t.Fatalf("WriteTo: %v", err)
-	}
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 const (
 	connectionsSeries  = "mailgw_smtp_connections_total{"
 	errorRepliesSeries = "mailgw_smtp_error_replies_total{"
@@ -109,13 +93,13 @@ func TestMetricsAcceptedMessage(t *testing.T) {
 			if n := len(h.messages()); n != 1 {
 				t.Fatalf("handler got %d messages, want 1", n)
 			}
-			if got := samples(t, reg, errorRepliesSeries); got != nil {
+			if got := testkit.MetricSamples(t, reg, errorRepliesSeries); got != nil {
 				t.Errorf("error replies after an accepted message: %q, want none", got)
 			}
-			if got, want := samples(t, reg, connectionsSeries), []string{`mailgw_smtp_connections_total{result="accepted"} 1`}; !slices.Equal(got, want) {
+			if got, want := testkit.MetricSamples(t, reg, connectionsSeries), []string{`mailgw_smtp_connections_total{result="accepted"} 1`}; !slices.Equal(got, want) {
 				t.Errorf("connections = %q, want %q", got, want)
 			}
-			if got := samples(t, reg, panicsSeries); got != nil {
+			if got := testkit.MetricSamples(t, reg, panicsSeries); got != nil {
 				t.Errorf("panics = %q, want none", got)
 			}
 		})
@@ -198,7 +182,7 @@ func TestMetricsErrorReplies(t *testing.T) {
 					t.Fatalf("%.40q: %v, want %d", s.line, r, s.code)
 				}
 			}
-			if got := samples(t, reg, errorRepliesSeries); !slices.Equal(got, tt.want) {
+			if got := testkit.MetricSamples(t, reg, errorRepliesSeries); !slices.Equal(got, tt.want) {
 				t.Errorf("error replies = %q, want %q", got, tt.want)
 			}
 		})
@@ -219,10 +203,10 @@ func TestMetricsPanic(t *testing.T) {
 	c.send(message("carol@example.com", "it@example.com", "panic", "x") + ".\r\n")
 	c.expect(451, "4.3.0")
 
-	if got, want := samples(t, reg, panicsSeries), []string{"mailgw_smtp_panics_total 1"}; !slices.Equal(got, want) {
+	if got, want := testkit.MetricSamples(t, reg, panicsSeries), []string{"mailgw_smtp_panics_total 1"}; !slices.Equal(got, want) {
 		t.Errorf("panics = %q, want %q", got, want)
 	}
-	if got, want := samples(t, reg, errorRepliesSeries), []string{`mailgw_smtp_error_replies_total{code="451",enhanced="4.3.0"} 1`}; !slices.Equal(got, want) {
+	if got, want := testkit.MetricSamples(t, reg, errorRepliesSeries), []string{`mailgw_smtp_error_replies_total{code="451",enhanced="4.3.0"} 1`}; !slices.Equal(got, want) {
 		t.Errorf("error replies = %q, want %q", got, want)
 	}
 }
@@ -258,10 +242,10 @@ func TestMetricsRefusedConnections(t *testing.T) {
 				`mailgw_smtp_connections_total{result="accepted"} 1`,
 				`mailgw_smtp_connections_total{result="` + tt.want + `"} 2`,
 			}
-			if got := samples(t, reg, connectionsSeries); !slices.Equal(got, want) {
+			if got := testkit.MetricSamples(t, reg, connectionsSeries); !slices.Equal(got, want) {
 				t.Errorf("connections = %q, want %q", got, want)
 			}
-			if got := samples(t, reg, errorRepliesSeries); got != nil {
+			if got := testkit.MetricSamples(t, reg, errorRepliesSeries); got != nil {
 				t.Errorf("error replies = %q: the listener's 421 is not a session's reply", got)
 			}
 		})
@@ -273,7 +257,7 @@ func TestMetricsRefusedConnections(t *testing.T) {
 func TestMetricsConnectionsOpen(t *testing.T) {
 	ts, _, reg := startInstrumented(t, nil)
 	open := func() string {
-		got := samples(t, reg, openSeries)
+		got := testkit.MetricSamples(t, reg, openSeries)
 		if len(got) != 1 {
 			t.Fatalf("connections_open samples = %q, want one", got)
 		}

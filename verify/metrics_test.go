@@ -3,7 +3,6 @@ package verify_test
 import (
 	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,23 +35,6 @@ func (f *fixture) instrument() *metrics.Registry {
 		f.t.Fatal(err)
 	}
 	return reg
-}
-
-// samples returns the sample lines of reg that start with prefix, in the
-// registry's (sorted) order; nil when there are none.
-func samples(t *testing.T, reg *metrics.Registry, prefix string) []string {
-	t.Helper()
-	var b strings.Builder
-	if _, err := reg.WriteTo(&b); err != nil {
-		t.Fatalf("WriteTo: %v", err)
-	}
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 const (
@@ -127,7 +109,7 @@ func TestMetricsVerificationMails(t *testing.T) {
 					// rate limit: a throttled mail stays throttled.
 					f.advance(time.Minute)
 				}
-				if got := samples(t, reg, mailsSeries); !slices.Equal(got, tt.want) {
+				if got := testkit.MetricSamples(t, reg, mailsSeries); !slices.Equal(got, tt.want) {
 					t.Errorf("verification mails = %q, want %q", got, tt.want)
 				}
 			})
@@ -144,11 +126,11 @@ func TestMetricsConfirm(t *testing.T) {
 		reg := f.instrument()
 		f.hold("Dave <dave@other.example>", "m1@other.example")
 		token := tokenOf(t, f.deliverOne().Msg)
-		if got := samples(t, reg, confirmsSeries+" "); got != nil {
+		if got := testkit.MetricSamples(t, reg, confirmsSeries+" "); got != nil {
 			t.Fatalf("confirmations before Confirm = %q, want none", got)
 		}
 		held := `mailgw_decisions_total{channel="smtp",space="IT",outcome="held",reason="pending_verification"} 1`
-		if got, want := samples(t, reg, decisionSeries), []string{held}; !slices.Equal(got, want) {
+		if got, want := testkit.MetricSamples(t, reg, decisionSeries), []string{held}; !slices.Equal(got, want) {
 			t.Fatalf("decisions before Confirm = %q, want %q", got, want)
 		}
 
@@ -162,10 +144,10 @@ func TestMetricsConfirm(t *testing.T) {
 			if _, _, err := f.svc.Confirm(f.ctx, token); err != nil {
 				t.Fatalf("Confirm %d: %v", i+1, err)
 			}
-			if got, want := samples(t, reg, confirmsSeries+" "), []string{confirmsSeries + " 1"}; !slices.Equal(got, want) {
+			if got, want := testkit.MetricSamples(t, reg, confirmsSeries+" "), []string{confirmsSeries + " 1"}; !slices.Equal(got, want) {
 				t.Errorf("after Confirm %d: confirmations = %q, want %q", i+1, got, want)
 			}
-			if got := samples(t, reg, decisionSeries); !slices.Equal(got, want) {
+			if got := testkit.MetricSamples(t, reg, decisionSeries); !slices.Equal(got, want) {
 				t.Errorf("after Confirm %d: decisions = %q, want %q", i+1, got, want)
 			}
 		}
@@ -189,7 +171,7 @@ func TestMetricsConcurrentConfirm(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if got, want := samples(t, reg, confirmsSeries+" "), []string{confirmsSeries + " 1"}; !slices.Equal(got, want) {
+		if got, want := testkit.MetricSamples(t, reg, confirmsSeries+" "), []string{confirmsSeries + " 1"}; !slices.Equal(got, want) {
 			t.Errorf("after 20 concurrent Confirms: %q, want %q", got, want)
 		}
 	})
@@ -212,10 +194,10 @@ func TestMetricsSweepDecisions(t *testing.T) {
 			`mailgw_decisions_total{channel="smtp",space="IT",outcome="held",reason="pending_verification"} 1`,
 			`mailgw_decisions_total{channel="smtp",space="IT",outcome="ignored",reason="verification_expired"} 1`,
 		}
-		if got := samples(t, reg, decisionSeries); !slices.Equal(got, want) {
+		if got := testkit.MetricSamples(t, reg, decisionSeries); !slices.Equal(got, want) {
 			t.Errorf("decisions = %q, want %q", got, want)
 		}
-		if got := samples(t, reg, confirmsSeries+" "); got != nil {
+		if got := testkit.MetricSamples(t, reg, confirmsSeries+" "); got != nil {
 			t.Errorf("confirmations = %q, want none", got)
 		}
 	})

@@ -3,7 +3,6 @@ package web_test
 import (
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -56,7 +55,7 @@ func (s *adminSite) logEntries() []route.Entry {
 	return entries
 }
 
-type adminAuth func(*http.Request)
+type adminAuth = func(*http.Request)
 
 func bearer(tok string) adminAuth {
 	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
@@ -68,24 +67,7 @@ func basic(user, pw string) adminAuth {
 
 func (s *adminSite) get(path string, auth adminAuth) response {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, s.admin.URL+path, nil)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if auth != nil {
-		auth(req)
-	}
-	resp, err := s.admin.Client().Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	checkSecurityHeaders(s.t, "GET "+path, resp.Header)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b), url: req.URL.String()}
+	return s.request(s.admin, http.MethodGet, path, auth)
 }
 
 // apiLog reads /api/log with query and returns the message ids, newest first.

@@ -164,14 +164,23 @@ type response struct {
 
 func (s *site) do(method, path string) response {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(s.ctx, method, s.srv.URL+path, nil)
+	return s.request(s.srv, method, path, nil)
+}
+
+// request sends method path to srv, edited by edit when it is not nil.
+func (s *site) request(srv *httptest.Server, method, path string, edit func(*http.Request)) response {
+	s.t.Helper()
+	req, err := http.NewRequestWithContext(s.ctx, method, srv.URL+path, nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	resp, err := s.srv.Client().Do(req)
+	if edit != nil {
+		edit(req)
+	}
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -5,6 +5,7 @@
 package testkit
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"mailgw/internal/redistest"
+	"mailgw/metrics"
 )
 
 // Clock is a time source for code under test that only the test moves.
@@ -74,4 +76,22 @@ func EachBackend(t *testing.T, r RealOptions, f func(t *testing.T, b *Backend)) 
 		t.Cleanup(func() { _ = rdb.Close() })
 		f(t, &Backend{RDB: rdb, Real: s})
 	})
+}
+
+// MetricSamples returns the sample lines of reg that start with prefix, in
+// the registry's (sorted) order; nil when there are none. Tests compare
+// whole lines, labels and value together.
+func MetricSamples(t testing.TB, reg *metrics.Registry, prefix string) []string {
+	t.Helper()
+	var b strings.Builder
+	if _, err := reg.WriteTo(&b); err != nil {
+		t.Fatalf("metrics: WriteTo: %v", err)
+	}
+	var out []string
+	for l := range strings.Lines(b.String()) {
+		if l = strings.TrimSuffix(l, "\n"); strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
