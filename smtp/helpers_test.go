@@ -28,6 +28,7 @@ import (
 	"mailgw/config"
 	"mailgw/identify"
 	"mailgw/ingest"
+	"mailgw/metrics"
 	"mailgw/route"
 )
 
@@ -228,6 +229,7 @@ type testServer struct {
 	srv    *Server
 	addr   string
 	logs   *syncBuffer
+	reg    *metrics.Registry
 	served chan error
 }
 
@@ -240,11 +242,15 @@ func startServer(t testing.TB, cfg *config.Config, h Handler) *testServer {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	// Serving instrumented, as serve does, keeps the counting on every
+	// path the tests take.
+	reg := metrics.NewRegistry()
+	srv.Instrument(reg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	ts := &testServer{srv: srv, addr: ln.Addr().String(), logs: logs, served: make(chan error, 1)}
+	ts := &testServer{srv: srv, addr: ln.Addr().String(), logs: logs, reg: reg, served: make(chan error, 1)}
 	go func() { ts.served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

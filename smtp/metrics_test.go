@@ -2,14 +2,11 @@ package smtp
 
 import (
 	"context"
-	"errors"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"mailgw/config"
 	"mailgw/identify"
@@ -18,43 +15,11 @@ import (
 	"mailgw/metrics"
 )
 
-// startInstrumented is fakeServer with a registry. It cannot reuse
-// startServer: Instrument must run before Serve, and startServer serves at
-// once.
+// startInstrumented is fakeServer and the registry its server counts on.
 func startInstrumented(t *testing.T, mod func(*config.Config)) (*testServer, *fakeHandler, *metrics.Registry) {
 	t.Helper()
-	cfg := testConfig(t)
-	if mod != nil {
-		mod(cfg)
-	}
-	h := newFakeHandler(t, cfg)
-	logs := &syncBuffer{}
-	srv, err := New(cfg.SMTP, cfg.Hostname, cfg.Spaces, h, zerolog.New(logs))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	reg := metrics.NewRegistry()
-	srv.Instrument(reg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	ts := &testServer{srv: srv, addr: ln.Addr().String(), logs: logs, served: make(chan error, 1)}
-	go func() { ts.served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		select {
-		case err := <-ts.served:
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(ioTimeout):
-			t.Error("Serve did not return after Shutdown")
-		}
-	})
-	return ts, h, reg
+	ts, h := fakeServer(t, mod)
+	return ts, h, ts.reg
 }
 
 const (
