@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"mailgw/internal/proctest"
+	"mailgw/route"
 )
 
 const (
@@ -251,18 +252,7 @@ func runMailgw(t testing.TB, args ...string) (string, string, int) {
 }
 
 // logEntry is one object of "mailgw log --json".
-type logEntry struct {
-	ID        string    `json:"id"`
-	Time      time.Time `json:"time"`
-	Channel   string    `json:"channel"`
-	MessageID string    `json:"message_id"`
-	From      string    `json:"from"`
-	Space     string    `json:"space"`
-	Outcome   string    `json:"outcome"`
-	Reason    string    `json:"reason"`
-	Request   string    `json:"request"`
-	Detail    string    `json:"detail"`
-}
+type logEntry = route.Entry
 
 // decisionLog runs "mailgw log --json" against g's config.
 func decisionLog(t testing.TB, g *gateway, extra ...string) []logEntry {
@@ -272,18 +262,7 @@ func decisionLog(t testing.TB, g *gateway, extra ...string) []logEntry {
 	if code != 0 {
 		t.Fatalf("mailgw log: exit status %d, stderr:\n%s", code, stderr)
 	}
-	var out []logEntry
-	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
-		if line == "" {
-			continue
-		}
-		var e logEntry
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("mailgw log --json printed a line that is not JSON: %q", line)
-		}
-		out = append(out, e)
-	}
-	return out
+	return proctest.DecodeJSONLines[logEntry](t, stdout)
 }
 
 // streamKey is the request stream of a space with the default prefix.

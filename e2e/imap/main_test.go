@@ -26,6 +26,7 @@ import (
 
 	"mailgw/internal/dovecottest"
 	"mailgw/internal/proctest"
+	"mailgw/route"
 )
 
 const (
@@ -418,17 +419,7 @@ func (p *stallProxy) serve(client net.Conn) {
 // ---------------------------------------------------------------- decision log
 
 // logEntry is one object of "mailgw log --json".
-type logEntry struct {
-	Time      time.Time `json:"time"`
-	Channel   string    `json:"channel"`
-	MessageID string    `json:"message_id"`
-	From      string    `json:"from"`
-	Space     string    `json:"space"`
-	Outcome   string    `json:"outcome"`
-	Reason    string    `json:"reason"`
-	Request   string    `json:"request"`
-	Detail    string    `json:"detail"`
-}
+type logEntry = route.Entry
 
 // decisionLog runs "mailgw log --json -n 100000" against cfg.
 func decisionLog(t testing.TB, cfg string) []logEntry {
@@ -442,18 +433,7 @@ func decisionLog(t testing.TB, cfg string) []logEntry {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("mailgw log: %v, stderr:\n%s", err, stderr.String())
 	}
-	var out []logEntry
-	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var e logEntry
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("mailgw log --json printed a line that is not JSON: %q", line)
-		}
-		out = append(out, e)
-	}
-	return out
+	return proctest.DecodeJSONLines[logEntry](t, stdout.String())
 }
 
 // ---------------------------------------------------------------- Redis

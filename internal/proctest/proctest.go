@@ -3,6 +3,7 @@ package proctest
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -204,4 +205,22 @@ func ProbeSMTPGreeting(addr, host string) error {
 	}
 	_, _ = c.Write([]byte("QUIT\r\n"))
 	return nil
+}
+
+// DecodeJSONLines reads output of one JSON object per line, such as
+// "mailgw log --json" or "mailgw replay --json", into T values.
+func DecodeJSONLines[T any](t testing.TB, stdout string) []T {
+	t.Helper()
+	var out []T
+	for line := range strings.Lines(stdout) {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("mailgw printed a line that is not JSON: %q", line)
+		}
+		out = append(out, v)
+	}
+	return out
 }
